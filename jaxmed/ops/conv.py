@@ -4,12 +4,17 @@ Layouts are Keras': x is NHWC, kernel is HWIO for dense convolutions and (kh, kw
 depthwise ones (feature_group_count == C). `padding` is 'SAME', 'VALID' or explicit
 ((top, bottom), (left, right)) pairs, which Keras' ZeroPadding2D and torchvision's symmetric
 padding both reduce to.
+
+Set JAXMED_CONV_IMPL=lax or =fast to force a kernel (read at trace time); default is automatic.
 """
 
+import os
 from typing import Sequence, Union
 
 import jax
 from jax import lax
+
+from jaxmed.ops import depthwise
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 
@@ -24,6 +29,32 @@ def conv_reference(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
 
 
+def _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
+  """True for the depthwise convs the shifted multiply-add path implements."""
+  if x.ndim != 4 or kernel.ndim != 4:
+    return False
+  kh, kw, c, m = kernel.shape
+  if feature_group_count != x.shape[-1] or c != x.shape[-1] or m != 1 or feature_group_count == 1:
+    return False
+  if kh % 2 == 0 or kw % 2 == 0 or len(set(strides)) != 1 or strides[0] not in (1, 2):
+    return False
+  if isinstance(padding, str):
+    return padding.upper() in ("SAME", "VALID")
+  return len(padding) == 2 and all(len(p) == 2 and min(p) >= 0 for p in padding)
+
+
 def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_count=1):
-  """Convolution used by all models; picks the fastest correct kernel for the current backend."""
+  """Convolution used by all models; picks the fastest correct kernel for the current backend.
+
+  Dense convs always use lax (its XLA CPU kernels beat shifted-GEMM and im2col). Depthwise convs on
+  CPU use `depthwise.depthwise_conv`, as XLA CPU's grouped conv is 10-40x slower.
+  """
+  impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()
+  if impl not in ("auto", "lax", "fast"):
+    raise ValueError(f"JAXMED_CONV_IMPL must be auto, lax or fast, got {impl!r}")
+  strides = tuple(strides)
+  use_fast = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
+  if use_fast and _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
+    pads = depthwise.resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides[0])
+    return depthwise.depthwise_conv(x, kernel, strides[0], pads)
   return conv_reference(x, kernel, strides, padding, feature_group_count)

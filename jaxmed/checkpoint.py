@@ -1,0 +1,65 @@
+"""Orbax checkpoints in `workdir/checkpoints/{latest,best}`.
+
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash
+while saving leaves the previous checkpoint intact; max_to_keep=1 then drops the older one.
+"""
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  """The latest full state (every epoch, for resuming) and the best model by a validation metric.
+
+  The best checkpoint holds only {'params', 'batch_stats'}: the optimizer state differs between
+  phases, and evaluation and export need only the model.
+  """
+
+  def __init__(self, workdir: str | Path, metric: str = "val_accuracy", mode: str = "max"):
+    if mode not in ("max", "min"):
+      raise ValueError(f"checkpoint mode must be 'max' or 'min', got {mode!r}")
+    root = Path(workdir).absolute() / "checkpoints"
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+    self.latest = ocp.CheckpointManager(root / "latest", options=options)
+    self.best = ocp.CheckpointManager(root / "best", options=options)
+    self.metric, self.mode = metric, mode
+    self.best_value = None
+
+  def is_better(self, value: float) -> bool:
+    if self.best_value is None:
+      return True
+    return value > self.best_value if self.mode == "max" else value < self.best_value
+
+  def save(self, step: int, state, meta: dict, metrics: dict) -> bool:
+    """Saves `latest`, and `best` when metrics[self.metric] improved. Returns whether it did."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    self.latest.save(step, args=args)
+    value = metrics.get(self.metric)
+    improved = value is not None and self.is_better(value)
+    if improved:
+      self.best_value = value
+      model = {"params": state.params, "batch_stats": state.batch_stats}
+      self.best.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(model), meta=ocp.args.JsonSave({**meta, **metrics})))
+    return improved
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.latest.close()
+    self.best.close()
+
+
+def restore(manager: ocp.CheckpointManager, like) -> tuple[object, dict]:
+  """Restores (state, meta) of the manager's newest step into the structure of `like`."""
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  return restored.state, restored.meta

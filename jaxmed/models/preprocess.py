@@ -1,0 +1,27 @@
+"""Input normalisation per weight set. It travels with the weights (see models/registry.py), so a
+backbone is never fed the normalisation of another training recipe."""
+
+import jax.numpy as jnp
+
+# Keras' `imagenet_utils.preprocess_input` modes and torchvision's ImageNet mean/std.
+_IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406])
+_IMAGENET_STD = jnp.array([0.229, 0.224, 0.225])
+_CAFFE_MEAN_BGR = jnp.array([103.939, 116.779, 123.68])
+
+MODES = ("tf", "torch", "caffe", "unit")
+
+
+def preprocess(images, mode: str, dtype=jnp.float32):
+  """uint8 RGB (N, H, W, 3) -> the float input a backbone expects."""
+  x = images.astype(jnp.float32)
+  if mode == "tf":        # Keras MobileNet*, ResNet*V2, Xception: [-1, 1]
+    x = x / 127.5 - 1.0
+  elif mode == "torch":   # torchvision and Keras 'torch' mode: ImageNet mean/std on [0, 1]
+    x = (x / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+  elif mode == "caffe":   # Keras ResNet50 (v1), VGG16: BGR, mean-subtracted, not scaled
+    x = x[..., ::-1] - _CAFFE_MEAN_BGR
+  elif mode == "unit":    # from-scratch models: [0, 1]
+    x = x / 255.0
+  else:
+    raise ValueError(f"unknown preprocessing mode {mode!r}; one of {MODES}")
+  return x.astype(dtype)

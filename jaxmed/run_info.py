@@ -1,0 +1,35 @@
+"""What a result needs beside it to be reproducible: versions, devices, a hash of the parameters."""
+
+import hashlib
+import platform
+import sys
+
+import numpy as np
+
+
+def versions() -> dict:
+  import flax
+  import jax
+  import jaxlib
+  import optax
+  return {"python": sys.version.split()[0], "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+          "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__}
+
+
+def machine() -> dict:
+  import jax
+  return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+
+
+def params_sha256(tree) -> str:
+  """sha256 over every leaf's path, dtype, shape and bytes, in sorted path order."""
+  import jax
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
