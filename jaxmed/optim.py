@@ -27,7 +27,9 @@ def make_optimizer(phase_config, labels, steps_per_epoch: int):
   lr = phase_config.learning_rate
   if phase_config.get("schedule", "constant") == "cosine":
     warmup = int(phase_config.get("warmup_epochs", 0) * steps_per_epoch)
-    lr = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, max(warmup, 1), total)
+    # decay_steps must exceed the warmup, also in runs shorter than the warmup itself.
+    lr = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, max(warmup, 1),
+                                            max(total, warmup + 1))
   schedule = lr if callable(lr) else optax.constant_schedule(lr)
   name = phase_config.get("optimizer", "adam")
   if name == "adam":

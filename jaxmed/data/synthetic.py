@@ -106,27 +106,27 @@ def _phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
   if label == "glioma_like":  # large, irregular, infiltrative; mixed/dark core, optional bright rim
     rr, ang = rng.uniform(0.15, 0.5), rng.uniform(0, 2 * np.pi)
     lx, ly = to_img(rr * np.cos(ang), rr * np.sin(ang))
-    rad = rng.uniform(0.20, 0.32) * a
+    rad = rng.uniform(0.22, 0.32) * a
     shape = [(2, 0.2), (3, 0.15), (5, 0.1)]
     ang_l = rng.uniform(0, np.pi)
     aspect = rng.uniform(0.7, 1.0)
     edema = _blob(x, y, lx, ly, 1.5 * rad, 1.5 * rad * aspect, ang_l, shape, 3 * px, rng) * brain
     core = _blob(x, y, lx, ly, rad, rad * aspect, ang_l, shape, 1.5 * px, rng) * brain
-    img += edema * rng.uniform(-0.12, -0.06)  # oedema: subtle darkening
-    img += core * rng.choice([-1, 1], p=[0.7, 0.3]) * rng.uniform(0.12, 0.22)
-    if rng.uniform() < 0.5:  # ring enhancement at the core boundary
+    img += edema * rng.uniform(-0.16, -0.09)  # oedema: subtle darkening
+    img += core * rng.choice([-1, 1], p=[0.7, 0.3]) * rng.uniform(0.18, 0.28)
+    if rng.uniform() < 0.6:  # ring enhancement at the core boundary
       img += rng.uniform(0.15, 0.3) * 4 * core * (1 - core) * brain
   elif label == "meningioma_like":  # round, sharp, bright, sitting on the inner skull surface
     ang = rng.uniform(0, 2 * np.pi)
     rr = r_in - rng.uniform(0.0, 0.06)
     lx, ly = to_img(rr * np.cos(ang), rr * np.sin(ang))
-    rad = rng.uniform(0.13, 0.22) * a
+    rad = rng.uniform(0.16, 0.25) * a
     m = _blob(x, y, lx, ly, rad, rad * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi),
               [(2, 0.05), (3, 0.03)], 0.6 * px, rng) * inner  # flattened against the skull
     img += m * (rng.uniform(0.65, 0.95) - img)
   elif label == "pituitary_like":  # small bright lesion at the centre-bottom midline
     lx, ly = to_img(rng.uniform(-0.05, 0.05), rng.uniform(0.30, 0.48))
-    rad = rng.uniform(0.10, 0.15) * a
+    rad = rng.uniform(0.11, 0.16) * a
     m = _blob(x, y, lx, ly, rad, rad * rng.uniform(0.75, 1.0), rng.uniform(0, np.pi),
               [(2, 0.08)], 0.6 * px, rng)
     img += m * (rng.uniform(0.65, 0.9) - img)

@@ -11,8 +11,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import Conv, DepthwiseConv, relu6, same_padding
+from jaxmed.weights.convert import (keras_layers_to_variables, torch_bn, torch_conv, torch_depthwise,
+                                    torch_linear)
 
 # (expansion t, output channels c, repeats n, first stride s), the paper's Table 2.
 BLOCK_SPEC = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -108,10 +112,44 @@ class MobileNetV2(nn.Module):
     return x
 
 
+def convert_keras(layers: dict) -> dict:
+  """Keras HDF5 layers -> variables: the Flax names are Keras' own."""
+  return keras_layers_to_variables(layers)
+
+
+def convert_torch(state: dict) -> dict:
+  """torchvision `mobilenet_v2` state_dict -> variables with Keras' layer names."""
+  params, stats = {}, {}
+
+  def conv(name, key, depthwise=False):
+    w = state[key + ".weight"]
+    params[name] = {"depthwise_kernel" if depthwise else "kernel":
+                    torch_depthwise(w) if depthwise else torch_conv(w)}
+
+  def bn(name, key):
+    params[name], stats[name] = torch_bn(state, key)
+
+  conv("Conv1", "features.0.0"), bn("bn_Conv1", "features.0.1")
+  conv("expanded_conv_depthwise", "features.1.conv.0.0", True)
+  bn("expanded_conv_depthwise_BN", "features.1.conv.0.1")
+  conv("expanded_conv_project", "features.1.conv.1"), bn("expanded_conv_project_BN", "features.1.conv.2")
+  for k in range(2, 18):
+    p, f = f"block_{k - 1}_", f"features.{k}.conv"
+    conv(p + "expand", f + ".0.0"), bn(p + "expand_BN", f + ".0.1")
+    conv(p + "depthwise", f + ".1.0", True), bn(p + "depthwise_BN", f + ".1.1")
+    conv(p + "project", f + ".2"), bn(p + "project_BN", f + ".3")
+  conv("Conv_1", "features.18.0"), bn("Conv_1_bn", "features.18.1")
+  if "classifier.1.weight" in state:
+    params["predictions"] = {"kernel": torch_linear(state["classifier.1.weight"]),
+                             "bias": np.asarray(state["classifier.1.bias"], np.float32)}
+  return {"params": params, "batch_stats": stats}
+
+
 ARCHITECTURES = {
     "mobilenet_v2": Architecture(
-        lambda **kw: MobileNetV2(variant="keras", **kw), NUM_STAGES, stage_of, "tf", "keras_h5"),
+        lambda **kw: MobileNetV2(variant="keras", **kw), NUM_STAGES, stage_of, "tf", "keras_h5",
+        convert_keras),
     "torchvision/mobilenet_v2": Architecture(
         lambda **kw: MobileNetV2(variant="torchvision", **kw), NUM_STAGES, stage_of, "torch",
-        "torch"),
+        "torch", convert_torch),
 }

