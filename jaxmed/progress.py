@@ -16,33 +16,30 @@ def format_seconds(s: float) -> str:
 
 
 class Progress:
+  """Progress of one training phase of `total_steps` steps of `batch_size` images."""
+
   def __init__(self, total_steps: int, batch_size: int, stream=None, log_every_s: float = 10.0):
     self.total, self.batch_size = total_steps, batch_size
     self.stream = stream or sys.stderr
     self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
     self.log_every_s = log_every_s
-    self.done = 0
-    self.start = self.last_print = None
-    self.timed_steps = 0   # steps after the first, which includes compilation
-    self.timed_since = None
+    self.first = None       # (time, steps) at the first update: the rate excludes warm-up
+    self.last = (None, 0)   # (time, steps) at the latest update
+    self.last_print = 0.0
 
-  def update(self, label: str, loss: float, force: bool = False):
+  def update(self, label: str, done_steps: int, loss: float, force: bool = False):
     now = time.perf_counter()
-    if self.start is None:
-      self.start = self.last_print = now
-    self.done += 1
-    if self.timed_since is None:
-      self.timed_since = now   # first step done: compile time excluded from the rate
-    else:
-      self.timed_steps += 1
-    rate = self.timed_steps * self.batch_size / max(now - self.timed_since, 1e-9)
-    eta = (self.total - self.done) * self.batch_size / rate if rate else float("nan")
+    if self.first is None:
+      self.first = (now, done_steps)
+      self.last_print = now
+    self.last = (now, done_steps)
+    rate = self.images_per_second
+    eta = (self.total - done_steps) * self.batch_size / rate if rate == rate and rate > 0 else None
     if not (force or self.tty or now - self.last_print >= self.log_every_s):
       return
     self.last_print = now
-    eta_s = format_seconds(eta) if eta == eta else "?"
-    line = (f"{label} step {self.done}/{self.total} loss {loss:.4f} "
-            f"{rate:6.1f} img/s ETA {eta_s}")
+    line = (f"{label} step {done_steps}/{self.total} loss {loss:.4f} "
+            f"{rate:6.1f} img/s ETA {format_seconds(eta) if eta is not None else '?'}")
     self.stream.write(("\r" + line + "\033[K") if self.tty else line + "\n")
     self.stream.flush()
 
@@ -53,6 +50,6 @@ class Progress:
 
   @property
   def images_per_second(self) -> float:
-    if not self.timed_steps:
+    if self.first is None or self.last[1] <= self.first[1]:
       return float("nan")
-    return self.timed_steps * self.batch_size / (time.perf_counter() - self.timed_since)
+    return (self.last[1] - self.first[1]) * self.batch_size / (self.last[0] - self.first[0])

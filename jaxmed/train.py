@@ -126,6 +126,7 @@ def train_and_evaluate(config, workdir: Path) -> dict:
   ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
   metrics_file = open(workdir / "metrics.jsonl", "a")
   history, epoch, global_step = [], 0, 0
+  total_epochs = config.frozen.epochs + config.finetune.epochs
   rng = jax.random.PRNGKey(config.seed + 1)
 
   def evaluate(split_name, p, bs) -> dict:
@@ -163,8 +164,9 @@ def train_and_evaluate(config, workdir: Path) -> dict:
         state, step_metrics = train_step(state, images, labels, batch_index)
         losses.append(step_metrics["loss"])
         correct.append(step_metrics["correct"])
-        if i % 5 == 0 or i == steps_per_epoch - 1:
-          progress.update(f"epoch {epoch} ({phase})", float(step_metrics["loss"]))
+        if i % 5 == 0 or i == steps_per_epoch - 1:  # reading the loss waits for the step
+          done = (epoch_in_phase - 1) * steps_per_epoch + i + 1
+          progress.update(f"epoch {epoch}/{total_epochs} ({phase})", done, float(step_metrics["loss"]))
       train_loss = float(np.mean(jax.device_get(losses)))
       train_acc = float(np.sum(jax.device_get(correct)) / (steps_per_epoch * batch_size))
       timings["train_s"] += time.perf_counter() - t_epoch

@@ -87,7 +87,8 @@ def _jaxmed(module, kwargs, variables, x, include_top):
                    **{"alpha": 1.0, **kwargs})
   if not include_top:  # the same weights without the classifier layers
     top = {"conv_preds", "fc1", "fc2", "predictions"}
-    variables = {k: {n: v for n, v in tree.items() if n not in top} for k, tree in variables.items()}
+    variables = {kind: {n: v for n, v in tree.items() if n not in top}
+                 for kind, tree in variables.items()}
   return np.asarray(jax.jit(net.apply)(variables, jnp.asarray(x)))  # one compile beats op-by-op
 
 
@@ -137,7 +138,8 @@ def test_converter_errors_name_missing_and_unexpected_layers():
   rng = np.random.default_rng(0)
   layers = {"conv1": {"kernel": rng.normal(size=(3, 3, 3, 8))}, "bogus": {"kernel": np.ones(1)},
             "conv1_relu": {}}
-  with pytest.raises(ValueError, match=r"missing layers \['conv1_bn'.*unexpected layers \['bogus'\]"):
+  with pytest.raises(ValueError,
+                     match=r"missing layers \['conv1_bn'.*unexpected layers \['bogus'\]"):
     mobilenet_v1.convert_keras(layers)
   with pytest.raises(ValueError, match="missing layers.*fc2"):  # a partial VGG top
     vgg.convert_keras({**{n: {"kernel": np.ones(1)} for n in vgg.REQUIRED},

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import time
 
 import numpy as np
 import pytest
@@ -92,10 +91,8 @@ def test_failed_run_leaves_nothing(tmp_path, monkeypatch):
   assert list(tmp_path.iterdir()) == []
 
 
-def test_demo_dataset_size_and_speed(tmp_path):
-  t = time.perf_counter()
-  root = synthetic.ensure_demo_dataset(tmp_path / "demo")  # 1000 images; budget 15 s on 2 cores
-  assert time.perf_counter() - t < 15.0
+def test_demo_dataset_size(tmp_path):
+  root = synthetic.ensure_demo_dataset(tmp_path / "demo")  # 1000 images
   for split, n in (("train", 200), ("test", 50)):
     assert all(len(list((root / split / c).glob("*.png"))) == n for c in CLASSES)
 

@@ -17,7 +17,7 @@ import numpy as np
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import Conv, DepthwiseConv, relu6, same_padding
 
-# (pointwise filters at alpha 1, depthwise stride) for blocks 1..13, Keras' `_depthwise_conv_block`s.
+# (pointwise filters at alpha 1, depthwise stride) of blocks 1..13 (Keras' `_depthwise_conv_block`).
 BLOCK_SPEC = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
               (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 NUM_STAGES = 14  # stem + 13 depthwise-separable blocks; the top ('conv_preds') is stage 14

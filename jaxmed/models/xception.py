@@ -70,7 +70,8 @@ class Xception(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, trainable_from: int = 0):
     if min(x.shape[1:3]) < MIN_SIZE:
-      raise ValueError(f"Xception needs inputs of at least {MIN_SIZE}x{MIN_SIZE}, got {x.shape[1:3]}")
+      raise ValueError(f"Xception needs inputs of at least {MIN_SIZE}x{MIN_SIZE}, "
+                       f"got {x.shape[1:3]}")
 
     def freeze_below(y, stage):
       return jax.lax.stop_gradient(y) if stage == trainable_from else y
