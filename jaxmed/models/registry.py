@@ -2,13 +2,13 @@
 
 import jax.numpy as jnp
 
-from jaxmed.models import mobilenet_v2, resnet, resnet_torchvision
+from jaxmed.models import lenet, mobilenet_v1, mobilenet_v2, resnet, resnet_torchvision, vgg, xception
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.classifier import Classifier
 from jaxmed.models.head import Head
 
 ARCHITECTURES: dict[str, Architecture] = {}
-for _module in (mobilenet_v2, resnet, resnet_torchvision):
+for _module in (mobilenet_v1, mobilenet_v2, resnet, resnet_torchvision, vgg, xception, lenet):
   ARCHITECTURES.update(_module.ARCHITECTURES)
 
 
