@@ -21,6 +21,14 @@ def get_config():
   c.data.synthetic = True
   c.data.image_size = 64
   c.data.val_fraction = 0.15
+  c.data.manifest = ml_collections.FieldReference(None, field_type=str)  # python -m jaxmed.split
+  c.data.dedupe = ml_collections.FieldReference(None, field_type=str)  # 'cross_split'
+
+  # On-device augmentation with Keras ImageDataGenerator's option names (jaxmed/augment), applied
+  # per example inside the compiled step. Preview: python -m jaxmed.augment --config ... --out x.png
+  c.augment = ml_collections.ConfigDict(dict(
+      preset="mri", rotation_range=8.0, width_shift_range=0.08, height_shift_range=0.08,
+      zoom_range=0.08))
 
   c.model = ml_collections.ConfigDict()
   # torchvision's MobileNetV2: the ImageNet MobileNetV2 weights that can be fetched offline
@@ -38,6 +46,11 @@ def get_config():
   c.train.checkpoint_mode = "max"
   c.train.evaluate = "best"  # 'best' (checkpoint by checkpoint_metric) or 'last'
   c.train.compilation_cache = True  # JAX persistent cache in $JAXMED_CACHE/xla
+  c.train.checkpoint_every_steps = 50  # besides every epoch: what a preempted run loses at most
+  # Imbalance: 'balanced' (sklearn's n / (K * count)) or comma-separated weights per class.
+  c.train.class_weights = ml_collections.FieldReference(None, field_type=str)
+  c.train.balanced_sampling = False  # draw each class equally often (with replacement)
+  c.train.focal_gamma = 0.0  # > 0: focal loss (Lin et al. 2017), e.g. 2.0
 
   # Phase 1: backbone frozen (Keras trainable=False), only the head learns.
   c.frozen = ml_collections.ConfigDict(dict(epochs=2, learning_rate=1e-3, optimizer="adam"))
@@ -45,4 +58,12 @@ def get_config():
   c.finetune = ml_collections.ConfigDict(dict(
       epochs=10, learning_rate=1e-3, optimizer="adam", schedule="cosine", warmup_epochs=1,
       unfreeze="all", batchnorm="train"))
+  # Keras' ReduceLROnPlateau and EarlyStopping, per phase (monitor: val_loss, val_accuracy,
+  # val_macro_f1, val_balanced_accuracy, val_auc; mode: min or max).
+  for phase in (c.frozen, c.finetune):
+    phase.reduce_on_plateau = ml_collections.ConfigDict(dict(
+        enabled=False, factor=0.2, patience=2, min_scale=0.01, cooldown=0, min_delta=1e-4,
+        monitor="val_loss", mode="min"))
+    phase.early_stopping = ml_collections.ConfigDict(dict(
+        enabled=False, patience=4, min_delta=0.0, monitor="val_loss", mode="min"))
   return c

@@ -7,11 +7,19 @@ while saving leaves the previous checkpoint intact; max_to_keep=1 then drops the
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
+def host_copy(tree):
+  """Owned numpy copies: orbax writes in the background while the next step donates (reuses)
+  the device buffers, so it must not read them."""
+  return jax.tree.map(lambda x: np.array(x, copy=True), tree)
+
+
 class Checkpoints:
-  """The latest full state (every epoch, for resuming) and the best model by a validation metric.
+  """The latest full state (every epoch and every N steps, for resuming) and the best model by a
+  validation metric.
 
   The best checkpoint holds only {'params', 'batch_stats'}: the optimizer state differs between
   phases, and evaluation and export need only the model.
@@ -32,18 +40,28 @@ class Checkpoints:
       return True
     return value > self.best_value if self.mode == "max" else value < self.best_value
 
+  def save_latest(self, step: int, state, meta: dict):
+    self.latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(host_copy(state)), meta=ocp.args.JsonSave(meta)))
+
   def save(self, step: int, state, meta: dict, metrics: dict) -> bool:
     """Saves `latest`, and `best` when metrics[self.metric] improved. Returns whether it did."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-    self.latest.save(step, args=args)
     value = metrics.get(self.metric)
     improved = value is not None and self.is_better(value)
     if improved:
       self.best_value = value
-      model = {"params": state.params, "batch_stats": state.batch_stats}
+      model = host_copy({"params": state.params, "batch_stats": state.batch_stats})
       self.best.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(model), meta=ocp.args.JsonSave({**meta, **metrics})))
+    self.save_latest(step, state, {**meta, "best_value": self.best_value})
     return improved
+
+  def latest_meta(self) -> dict | None:
+    """The newest complete checkpoint's metadata (None when there is none): where to resume."""
+    step = self.latest.latest_step()
+    if step is None:
+      return None
+    return self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
   def wait(self):
     self.latest.wait_until_finished()

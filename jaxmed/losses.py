@@ -16,6 +16,8 @@ def class_weights(option, counts: np.ndarray) -> np.ndarray | None:
     weights = np.zeros_like(counts)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights.astype(np.float32)
+  if isinstance(option, str):
+    option = [float(w) for w in option.split(",")]
   weights = np.asarray(option, np.float32)
   if weights.shape != counts.shape:
     raise ValueError(f"train.class_weights has {weights.size} values for {counts.size} classes")

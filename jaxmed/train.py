@@ -22,8 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmed import checkpoint, evaluation, metrics, optim, report, run_info
-from jaxmed.data import folder, split
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from jaxmed import callbacks, checkpoint, evaluation, losses, metrics, optim, report, run_info
+from jaxmed.data import discover, folder, sampling
+from jaxmed.interrupts import catch_stop_signals
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
 from jaxmed.progress import Progress, format_seconds
@@ -41,26 +44,23 @@ def say(message: str):
 
 # ---------------------------------------------------------------------------------------- data
 def load_data(config) -> tuple[list[str], dict[str, folder.Split], dict]:
-  """Returns class names, {'train', 'val', 'test'?: Split} and a record of what was loaded."""
+  """Returns class names, {'train', 'val', 'test'?: Split} and a record of what was loaded.
+
+  `data.root` is a folder (label directories at any depth), an archive, a MedMNIST .npz or
+  `tfds:NAME`; `data.manifest` pins files, labels and splits; `data.dedupe='cross_split'` drops
+  val/test images whose content also occurs in train.
+  """
   data = config.data
-  root = Path(data.root).expanduser()
+  root = data.root
   if data.get("synthetic", False):
     from jaxmed.data import synthetic
     say("NOTE: this run uses jaxmed's SYNTHETIC phantom dataset (generated, not real patients).")
-    synthetic.ensure_demo_dataset(root)
-  classes, file_lists = folder.scan(root)
-  splits, skipped = {}, []
-  for name, files in file_lists.items():
-    splits[name], errors = folder.decode_files(files, data.image_size)
-    skipped += errors
-  if "val" not in splits:  # carve a stratified validation split from train, as Keras' subset=
-    keep, held = split.stratified_split(splits["train"].labels, data.val_fraction, config.seed)
-    splits["val"] = splits["train"].subset(held)
-    splits["train"] = splits["train"].subset(keep)
-  record = {"root": str(root), "synthetic": bool(data.get("synthetic", False)),
-            "counts": {s: np.bincount(v.labels, minlength=len(classes)).tolist()
-                       for s, v in splits.items()},
-            "skipped_files": skipped}
+    root = str(synthetic.ensure_demo_dataset(Path(data.root).expanduser()))
+  classes, splits, record = discover.load_dataset(
+      str(Path(root).expanduser()) if not str(root).startswith("tfds:") else root,
+      data.image_size, seed=config.seed, val_fraction=data.val_fraction,
+      manifest=data.get("manifest"), dedupe=data.get("dedupe"))
+  record["synthetic"] = bool(data.get("synthetic", False))
   return classes, splits, record
 
 
@@ -79,14 +79,20 @@ def phase_options(config, name: str, num_stages: int) -> StepOptions:
   phase = config[name]
   if name == "frozen":
     return StepOptions(trainable_from=num_stages, bn_train=False,
-                       label_smoothing=config.train.label_smoothing)
+                       label_smoothing=config.train.label_smoothing,
+                       focal_gamma=config.train.get("focal_gamma", 0.0))
   unfreeze = phase.get("unfreeze", "all")
   trainable_from = 0 if unfreeze == "all" else max(0, num_stages - int(unfreeze))
   return StepOptions(trainable_from=trainable_from, bn_train=phase.get("batchnorm", "train") == "train",
-                     label_smoothing=config.train.label_smoothing)
+                     label_smoothing=config.train.label_smoothing,
+                     focal_gamma=config.train.get("focal_gamma", 0.0))
 
 
 # ------------------------------------------------------------------------------------ training
+class TrainingDiverged(RuntimeError):
+  pass
+
+
 def enable_compilation_cache():
   """JAX's persistent cache: a second run of the same config skips most of its compile time."""
   from jaxmed.paths import cache_dir
@@ -94,7 +100,34 @@ def enable_compilation_cache():
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def train_and_evaluate(config, workdir: Path) -> dict:
+def make_callbacks(phase_config):
+  plateau = early = None
+  if phase_config.get("reduce_on_plateau") and phase_config.reduce_on_plateau.enabled:
+    p = phase_config.reduce_on_plateau
+    plateau = callbacks.ReduceLROnPlateau(p.factor, p.patience, p.get("min_scale", 0.0),
+                                          p.get("cooldown", 0), p.get("min_delta", 1e-4),
+                                          p.monitor, p.mode)
+  if phase_config.get("early_stopping") and phase_config.early_stopping.enabled:
+    e = phase_config.early_stopping
+    early = callbacks.EarlyStopping(e.patience, e.get("min_delta", 0.0), e.monitor, e.mode)
+  return plateau, early
+
+
+def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
+  """Raises naming the first step whose loss is NaN/Inf; the last checkpoint stays as it was."""
+  values = np.asarray(jax.device_get(losses), np.float64)
+  bad = np.flatnonzero(~np.isfinite(values))
+  if len(bad):
+    step = first_step + int(bad[0]) + 1
+    raise TrainingDiverged(
+        f"loss is {values[bad[0]]} at step {step} (epoch {epoch}, phase {phase}). Likely causes: "
+        f"learning rate too high for this phase, images that decode to constant or extreme "
+        f"values, or mixed precision overflow. The last good checkpoint (step "
+        f"{ckpt.latest.latest_step()}) is kept in {ckpt.latest.directory}.")
+
+
+def train_and_evaluate(config, workdir: Path) -> dict | None:
+  """Runs (or resumes) the whole job; returns the summary, or None when stopped by a signal."""
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
@@ -105,90 +138,165 @@ def train_and_evaluate(config, workdir: Path) -> dict:
   if data_record["skipped_files"]:
     say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
   train_split = splits["train"]
-  # All splits in one device array: steps gather by index, and one compiled eval step serves all.
+  # All splits in one device array, replicated over the 'data' mesh axis: steps gather their
+  # batch by index (sharded over devices), and one compiled eval step serves every split.
+  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   offsets = np.cumsum([0] + [len(v) for v in splits.values()])
   ranges = {name: np.arange(offsets[i], offsets[i + 1], dtype=np.int32)
             for i, name in enumerate(splits)}
-  images = jax.device_put(np.concatenate([v.images for v in splits.values()]))
-  labels = jax.device_put(np.concatenate([v.labels for v in splits.values()]))
+  images = jax.device_put(np.concatenate([v.images for v in splits.values()]), replicated)
+  labels = jax.device_put(np.concatenate([v.labels for v in splits.values()]), replicated)
   timings["data_s"] = time.perf_counter() - t0
 
   arch = get_architecture(config.model.arch)
   model = create_model(config.model, len(classes))
-  params, batch_stats = init_variables(model, config, config.data.image_size)
+  params, batch_stats = jax.device_put(init_variables(model, config, config.data.image_size),
+                                       replicated)
   batch_size = min(config.train.batch_size, len(train_split))
+  if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
+    raise ValueError(f"train.batch_size {batch_size} and train.eval_batch_size must be multiples "
+                     f"of the {jax.device_count()} devices")
   steps_per_epoch = len(train_split) // batch_size
+  train_counts = np.bincount(train_split.labels, minlength=len(classes))
+  weights = losses.class_weights(config.train.get("class_weights"), train_counts)
+  if weights is not None:
+    say("class weights: " + ", ".join(f"{c}={w:.3f}" for c, w in zip(classes, weights)))
+  augment = None
+  if config.get("augment"):
+    from jaxmed.augment import make_augmenter
+    augment = make_augmenter(config.augment)
   eval_batch = config.train.eval_batch_size
   t_compile = time.perf_counter()
   eval_step = make_eval_step(model).lower(
-      params, batch_stats, images, np.zeros(eval_batch, np.int32)).compile()
+      params, batch_stats, images, jax.device_put(np.zeros(eval_batch, np.int32), sharded)).compile()
   timings["compile_s"] += time.perf_counter() - t_compile
+
   ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
+  resume = ckpt.latest_meta()
+  history = read_history(workdir, resume["epoch"] if resume else 0)
+  if resume:
+    say(f"resuming from {ckpt.latest.directory} step {ckpt.latest.latest_step()}: phase "
+        f"{resume['phase']}, {resume['epoch']} epochs done, {resume['step_in_epoch']} steps into the next")
+    ckpt.best_value = resume.get("best_value")
   metrics_file = open(workdir / "metrics.jsonl", "a")
-  history, epoch, global_step = [], 0, 0
-  total_epochs = config.frozen.epochs + config.finetune.epochs
+  epoch, global_step = 0, 0
   rng = jax.random.PRNGKey(config.seed + 1)
+  total_epochs = config.frozen.epochs + config.finetune.epochs
+  every = config.train.get("checkpoint_every_steps", 0)
 
   def evaluate(split_name, p, bs) -> dict:
     start = time.perf_counter()
-    logits = evaluation.predict_logits(eval_step, p, bs, images, ranges[split_name], eval_batch)
+    index = jax.device_put  # batches of indices are sharded over the 'data' axis
+    logits = evaluation.predict_logits(lambda *a: eval_step(*a[:3], index(a[3], sharded)),
+                                       p, bs, images, ranges[split_name], eval_batch)
     timings["evaluate_s"] += time.perf_counter() - start
     return evaluation.summarize(logits, splits[split_name].labels, classes)
 
-  for phase in ("frozen", "finetune"):
-    epochs = config[phase].epochs
-    if epochs <= 0:
-      continue
-    options = phase_options(config, phase, arch.num_stages)
-    labels_tree = optim.param_labels(params, config.model.arch,
-                                     None if phase == "frozen" else options.trainable_from)
-    tx, schedule = optim.make_optimizer(config[phase], labels_tree, steps_per_epoch)
-    state = TrainState(step=jnp.asarray(global_step), params=params, batch_stats=batch_stats,
-                       opt_state=tx.init(params), rng=rng)
-    t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
-    train_step = make_train_step(model, tx, options).lower(
-        state, images, labels, np.zeros(batch_size, np.int32)).compile()
-    timings["compile_s"] += time.perf_counter() - t_compile
-    num_trainable = sum(x.size for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels_tree))
-                        if l == "trainable")
-    say(f"phase {phase}: {epochs} epochs x {steps_per_epoch} steps, batch {batch_size}, "
-        f"{num_trainable:,} trainable parameters")
-    progress = Progress(epochs * steps_per_epoch, batch_size)
-    for epoch_in_phase in range(1, epochs + 1):
-      epoch += 1
-      order = np.random.default_rng([config.seed, epoch]).permutation(ranges["train"])
-      t_epoch = time.perf_counter()
-      losses, correct = [], []
-      for i in range(steps_per_epoch):
-        batch_index = order[i * batch_size:(i + 1) * batch_size].astype(np.int32)
-        state, step_metrics = train_step(state, images, labels, batch_index)
-        losses.append(step_metrics["loss"])
-        correct.append(step_metrics["correct"])
-        if i % 5 == 0 or i == steps_per_epoch - 1:  # reading the loss waits for the step
-          done = (epoch_in_phase - 1) * steps_per_epoch + i + 1
-          progress.update(f"epoch {epoch}/{total_epochs} ({phase})", done, float(step_metrics["loss"]))
-      train_loss = float(np.mean(jax.device_get(losses)))
-      train_acc = float(np.sum(jax.device_get(correct)) / (steps_per_epoch * batch_size))
-      timings["train_s"] += time.perf_counter() - t_epoch
-      global_step += steps_per_epoch
-      progress.newline()
-      val = evaluate("val", state.params, state.batch_stats)
-      lr = float(schedule(epoch_in_phase * steps_per_epoch - 1))  # at the epoch's last step
-      records = [
-          {"epoch": epoch, "phase": phase, "split": "train", "loss": train_loss, "accuracy": train_acc,
-           "lr": lr, "images_per_s": progress.images_per_second},
-          {"epoch": epoch, "phase": phase, "split": "val", "loss": val["loss"],
-           "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "auc": val["auc"]["macro"]}]
-      for r in records:
-        metrics_file.write(json.dumps(r) + "\n")
-      metrics_file.flush()
-      history += records
-      monitored = {f"val_{k}": val[k] for k in ("accuracy", "loss", "macro_f1")}
-      improved = ckpt.save(global_step, state, {"phase": phase, "epoch": epoch}, monitored)
-      say(f"epoch {epoch} ({phase}): train loss {train_loss:.4f} acc {train_acc:.3f} | "
-          f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
-          f"{'  *best' if improved else ''}")
-    params, batch_stats, rng = state.params, state.batch_stats, state.rng
+  with catch_stop_signals() as stop:
+    for phase_index, phase in enumerate(p for p in ("frozen", "finetune") if config[p].epochs > 0):
+      if resume and phase_index < resume["phase_index"]:
+        continue
+      phase_config = config[phase]
+      options = phase_options(config, phase, arch.num_stages)
+      labels_tree = optim.param_labels(params, config.model.arch,
+                                       None if phase == "frozen" else options.trainable_from)
+      tx, schedule = optim.make_optimizer(phase_config, labels_tree, steps_per_epoch)
+      plateau, early = make_callbacks(phase_config)
+      state = jax.device_put(TrainState(step=jnp.asarray(global_step), params=params,
+                                        batch_stats=batch_stats, opt_state=tx.init(params), rng=rng),
+                             replicated)
+      start_epoch, start_step, sums, stopped = 1, 0, [0.0, 0, 0], False
+      if resume:  # this is the phase the checkpoint was written in
+        state, meta = checkpoint.restore(ckpt.latest, state)
+        epoch, global_step = meta["epoch"], meta["global_step"]
+        start_epoch, start_step = meta["epoch_in_phase"] + 1, meta["step_in_epoch"]
+        sums, stopped = meta["train_sums"], meta["stopped"]
+        if plateau:
+          plateau.load_state_dict(meta["plateau"])
+        if early:
+          early.load_state_dict(meta["early_stopping"])
+        resume = None
+
+      def meta(epoch_in_phase, step_in_epoch, sums, stopped=False):
+        return {"phase": phase, "phase_index": phase_index, "epoch": epoch,
+                "epoch_in_phase": epoch_in_phase, "step_in_epoch": step_in_epoch,
+                "global_step": global_step, "train_sums": sums, "stopped": stopped,
+                "plateau": plateau.state_dict() if plateau else None,
+                "early_stopping": early.state_dict() if early else None}
+
+      t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
+      train_step = make_train_step(model, tx, options, weights, augment).lower(
+          state, images, labels, jax.device_put(np.zeros(batch_size, np.int32), sharded),
+          np.float32(1.0)).compile()
+      timings["compile_s"] += time.perf_counter() - t_compile
+      num_trainable = sum(x.size for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels_tree))
+                          if l == "trainable")
+      say(f"phase {phase}: {phase_config.epochs} epochs x {steps_per_epoch} steps, batch "
+          f"{batch_size}, {num_trainable:,} trainable parameters, {jax.device_count()} device(s)")
+      progress = Progress(phase_config.epochs * steps_per_epoch, batch_size)
+      for epoch_in_phase in range(start_epoch, phase_config.epochs + 1):
+        if stopped:
+          break
+        order = sampling.epoch_order(config.seed, epoch + 1, ranges["train"], train_split.labels,
+                                     config.train.get("balanced_sampling", False))
+        t_epoch = time.perf_counter()
+        scale = np.float32(plateau.scale if plateau else 1.0)
+        step_losses, step_correct = [], []
+        for i in range(start_step, steps_per_epoch):
+          batch_index = jax.device_put(order[i * batch_size:(i + 1) * batch_size].astype(np.int32),
+                                       sharded)
+          state, step_metrics = train_step(state, images, labels, batch_index, scale)
+          step_losses.append(step_metrics["loss"])
+          step_correct.append(step_metrics["correct"])
+          global_step += 1
+          if i % 5 == 0 or i == steps_per_epoch - 1:  # reading the loss waits for the step
+            check_finite(step_losses[-5:], global_step - min(5, len(step_losses)), phase, epoch + 1, ckpt)
+            done = (epoch_in_phase - 1) * steps_per_epoch + i + 1
+            progress.update(f"epoch {epoch + 1}/{total_epochs} ({phase})", done,
+                            float(step_metrics["loss"]))
+          if stop or (every and global_step % every == 0 and i < steps_per_epoch - 1):
+            check_finite(step_losses, global_step - len(step_losses), phase, epoch + 1, ckpt)
+            partial = [sums[0] + float(np.sum(jax.device_get(step_losses))),
+                       sums[1] + int(np.sum(jax.device_get(step_correct))), sums[2] + len(step_losses)]
+            ckpt.save_latest(global_step, state, meta(epoch_in_phase - 1, i + 1, partial))
+            if stop:
+              ckpt.wait()
+              progress.newline()
+              say(f"stopped at step {global_step}; checkpoint saved. Re-run the same command "
+                  f"to resume.")
+              metrics_file.close()
+              ckpt.close()
+              return None
+        check_finite(step_losses, global_step - len(step_losses), phase, epoch + 1, ckpt)
+        sums = [sums[0] + float(np.sum(jax.device_get(step_losses))),
+                sums[1] + int(np.sum(jax.device_get(step_correct))), sums[2] + len(step_losses)]
+        train_loss, train_acc = sums[0] / sums[2], sums[1] / (sums[2] * batch_size)
+        timings["train_s"] += time.perf_counter() - t_epoch
+        epoch += 1
+        start_step, sums = 0, [0.0, 0, 0]
+        progress.newline()
+        val = evaluate("val", state.params, state.batch_stats)
+        lr = float(schedule(epoch_in_phase * steps_per_epoch - 1)) * float(scale)
+        records = [
+            {"epoch": epoch, "phase": phase, "split": "train", "loss": train_loss,
+             "accuracy": train_acc, "lr": lr, "images_per_s": progress.images_per_second},
+            {"epoch": epoch, "phase": phase, "split": "val", "loss": val["loss"],
+             "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "auc": val["auc"]["macro"]}]
+        for r in records:
+          metrics_file.write(json.dumps(r) + "\n")
+        metrics_file.flush()
+        history += records
+        monitored = {f"val_{k}": val[k] for k in ("accuracy", "loss", "macro_f1", "balanced_accuracy")}
+        monitored["val_auc"] = val["auc"]["macro"]
+        reduced = plateau.step(monitored) if plateau else False
+        stopped = early.step(monitored) if early else False
+        improved = ckpt.save(global_step, state, meta(epoch_in_phase, 0, sums, stopped), monitored)
+        say(f"epoch {epoch} ({phase}): train loss {train_loss:.4f} acc {train_acc:.3f} | "
+            f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
+            f"{'  *best' if improved else ''}{'  lr reduced' if reduced else ''}"
+            f"{'  early stop' if stopped else ''}")
+      params, batch_stats, rng = state.params, state.batch_stats, state.rng
   ckpt.wait()
   metrics_file.close()
   final_sha = run_info.params_sha256({"params": params, "batch_stats": batch_stats})
@@ -221,6 +329,19 @@ def train_and_evaluate(config, workdir: Path) -> dict:
   return summary
 
 
+def read_history(workdir: Path, epochs_done: int) -> list[dict]:
+  """metrics.jsonl records up to the checkpointed epoch; later ones (written after the last
+  checkpoint by a run that was then killed) are dropped so a resumed run rewrites them."""
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
+    return []
+  records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  kept = [r for r in records if r["epoch"] <= epochs_done]
+  if len(kept) != len(records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+  return kept
+
+
 def write_json_atomic(path: Path, obj):
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2, default=str))
@@ -238,6 +359,25 @@ def prepare_workdir(workdir: str | None, config_path: str) -> Path:
   return workdir
 
 
+def check_resumable(workdir: Path, config) -> None:
+  """A workdir with checkpoints resumes only under the config that started it."""
+  saved = workdir / "config.json"
+  if saved.exists() and (workdir / "checkpoints" / "latest").exists():
+    before, now = json.loads(saved.read_text()), json.loads(config.to_json_best_effort())
+    if before != now:
+      changed = sorted(k for k in set(_flat(before)) | set(_flat(now))
+                       if _flat(before).get(k) != _flat(now).get(k))
+      sys.exit(f"error: {workdir} was started with another config ({', '.join(changed[:6])} "
+               f"differ); resume with the same config or pass a new --workdir")
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
@@ -245,9 +385,15 @@ def main(argv):
   if config is None:
     sys.exit("error: --config is required, e.g. --config configs/demo.py")
   workdir = prepare_workdir(FLAGS.workdir, config_flags.get_config_filename(FLAGS["config"]))
+  check_resumable(workdir, config)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   say(f"workdir: {workdir}   devices: {jax.devices()}")
-  summary = train_and_evaluate(config, workdir)
+  try:
+    summary = train_and_evaluate(config, workdir)
+  except TrainingDiverged as e:
+    sys.exit(f"error: {e}")
+  if summary is None:  # stopped by SIGTERM / Ctrl-C after saving a checkpoint
+    sys.exit(143)
   split_name = "test" if "test" in summary else "val"
   t = summary["timings"]
   say(f"{split_name} accuracy {summary[split_name]['accuracy']:.4f}  macro-F1 "

@@ -36,21 +36,11 @@ def write_label_tree(root: Path, counts: dict, size: int = 24, seed: int = 0) ->
 
 
 def small_config(root: Path, arch: str = "mobilenet_v2") -> ml_collections.ConfigDict:
-  """The demo config shrunk to seconds: tiny images, thin network, one epoch per phase."""
-  from configs import demo
-  c = demo.get_config()
+  """tests/configs/tiny.py (the demo config shrunk to seconds) on `root`."""
+  import tiny_config
+  c = tiny_config.get_config()
   c.data.root = str(root)
-  c.data.synthetic = False
-  c.data.image_size = 32
   c.model.arch = arch
-  c.model.alpha = 0.35
-  c.model.weights = None
-  c.model.arch = arch
-  c.model.head.hidden = (16,)
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 16
-  c.frozen.epochs = 1
-  c.finetune.epochs = 1
   return c
 
 
@@ -81,7 +71,7 @@ def run_steps(trainable_from, num_steps=3, bn_train=True):
   step = make_train_step(model, tx, options)
   before = jax.tree.map(np.asarray, {"params": params, "batch_stats": stats})
   for i in range(num_steps):
-    state, _ = step(state, images, labels, jnp.arange(8) + (i % 2) * 8)
+    state, _ = step(state, images, labels, jnp.arange(8) + (i % 2) * 8, jnp.float32(1.0))
   after = jax.tree.map(np.asarray, {"params": state.params, "batch_stats": state.batch_stats})
   return tu.flatten_dict(before), tu.flatten_dict(after), state
 

@@ -19,6 +19,7 @@ def two_runs(tmp_path_factory):
                           {"train": {"a": 12, "b": 12, "c": 8}, "test": {"a": 4, "b": 4, "c": 4}})
   (root / "train" / "a" / "broken.jpg").write_text("not a jpeg")
   config = small_config(root)
+  config.augment = {"preset": "mri"}  # the on-device augmentation path, inside the step
   results = []
   for name in ("first", "second"):
     workdir = tmp_path_factory.mktemp(name)
@@ -46,7 +47,8 @@ def test_outputs_and_summary_fields(two_runs):
   assert on_disk["final_params_sha256"] == summary["final_params_sha256"]
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert {(l["epoch"], l["phase"], l["split"]) for l in lines} == {
-      (1, "frozen", "train"), (1, "frozen", "val"), (2, "finetune", "train"), (2, "finetune", "val")}
+      (1, "frozen", "train"), (1, "frozen", "val"), (2, "finetune", "train"), (2, "finetune", "val"),
+      (3, "finetune", "train"), (3, "finetune", "val")}
   for png in ("curves.png", "confusion_matrix.png"):
     with Image.open(workdir / "report" / png) as im:
       assert im.size[0] > 100

@@ -1,5 +1,8 @@
 """Label-directory datasets: `ROOT/<split>/<class>/<image>`, the layout Kaggle datasets ship in.
 
+Discovery of other layouts (nested roots, archives, .npz, tfds) lives in `discover.py`; a file is
+named by a path or by a reference string `archive.zip::member` (see `archive.py`).
+
 Images are decoded once with Pillow, converted to RGB, resized and held in memory as uint8
 (small medical datasets fit; decoding is the slow part, so it runs on a thread pool: Pillow
 releases the GIL while decoding and resizing).
@@ -7,12 +10,17 @@ releases the GIL while decoding and resizing).
 
 import concurrent.futures
 import dataclasses
+import hashlib
+import io
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from jaxmed.data import archive
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # Folder names users' archives use for each split, matched case-insensitively.
@@ -23,28 +31,33 @@ SPLIT_ALIASES = {
 }
 # Decompression-bomb guard: far above any medical image, far below what would exhaust memory.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+# open_image refuses anything above the limit per file, so Pillow's warning would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class Split:
-  """One split held in memory: images (N, H, W, 3) uint8, labels (N,) int32, source paths."""
+  """One split held in memory: images (N, H, W, 3) uint8, labels (N,) int32, source paths,
+  and (when decoded with hashing) each file's content sha256."""
   images: np.ndarray
   labels: np.ndarray
   paths: list[str]
+  sha256: list[str] | None = None
 
   def __len__(self):
     return len(self.labels)
 
   def subset(self, index: np.ndarray) -> "Split":
-    return Split(self.images[index], self.labels[index], [self.paths[i] for i in index])
+    sha = None if self.sha256 is None else [self.sha256[i] for i in index]
+    return Split(self.images[index], self.labels[index], [self.paths[i] for i in index], sha)
 
 
 @dataclasses.dataclass
 class FileList:
-  """A split before decoding: the files and their class indices."""
-  paths: list[Path]
+  """A split before decoding: the files (paths or archive reference strings), class indices."""
+  paths: list[Path | str]
   labels: list[int]
 
 
@@ -60,58 +73,65 @@ def find_split_dirs(root: Path) -> dict[str, Path]:
   return found
 
 
-def list_class_files(split_dir: Path) -> dict[str, list[Path]]:
-  """Class name -> sorted image files below `split_dir/<class>/` (recursively; non-images skipped)."""
-  classes = {}
-  for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not _is_clutter(p.name)):
-    files = sorted(
-        p for p in class_dir.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not _is_clutter(p.name))
-    classes[class_dir.name] = files
-  return classes
-
-
-def _is_clutter(name: str) -> bool:
-  return name.startswith(".") or name in ("__MACOSX",)
-
-
 def scan(root: str | os.PathLike) -> tuple[list[str], dict[str, FileList]]:
   """Finds splits and classes under `root`; returns (class names, {split: FileList}).
 
-  The class list is the sorted union over splits, so a class missing from one split keeps the
-  same index everywhere.
+  Any layout `discover.discover` accepts (label folders at any depth, archives, .npz). The class
+  list is the sorted union over splits, so a class missing from one split keeps its index.
   """
-  root = Path(root).expanduser()
-  if not root.is_dir():
-    raise FileNotFoundError(f"{root}: dataset folder not found")
-  split_dirs = find_split_dirs(root)
-  if not split_dirs:
-    raise ValueError(
-        f"{root}: no train/ (or training/) folder found; expected ROOT/train/<class>/<image> "
-        f"and optionally ROOT/test/ and ROOT/val/")
-  per_split = {split: list_class_files(d) for split, d in split_dirs.items()}
-  classes = sorted(set().union(*(c.keys() for c in per_split.values())))
-  if "train" not in per_split or not any(per_split["train"].values()):
-    raise ValueError(f"{root}: the train split has no images")
-  lists = {}
-  for split, by_class in per_split.items():
-    paths, labels = [], []
-    for name, files in by_class.items():
-      paths += files
-      labels += [classes.index(name)] * len(files)
-    lists[split] = FileList(paths, labels)
-  return classes, lists
+  from jaxmed.data import discover  # discover builds on this module
+  found = discover.discover(root)
+  return found.classes, {s: found.splits[s] for s in discover.STANDARD_SPLITS if s in found.splits}
 
 
-def decode_image(path: Path, image_size: int) -> np.ndarray:
-  """Reads one file as (size, size, 3) uint8 RGB. Raises ValueError naming the file on bad input."""
+def read_source(ref) -> bytes | np.ndarray:
+  """The stored content of a file reference: bytes, or an array for `.npz` members."""
+  return archive.read_array(ref) if archive.is_array_ref(ref) else archive.read_bytes(ref)
+
+
+def content_sha256(data: bytes | np.ndarray) -> str:
+  if isinstance(data, np.ndarray):
+    data = np.ascontiguousarray(data).tobytes()
+  return hashlib.sha256(data).hexdigest()
+
+
+def open_image(data: bytes | np.ndarray) -> Image.Image:
+  """A lazily decoded Pillow image from file bytes or an image array; refuses decompression bombs
+  (Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning is not per-file news)."""
+  if isinstance(data, np.ndarray):
+    return Image.fromarray(np.squeeze(data) if data.ndim == 3 and data.shape[-1] == 1 else data)
+  if not data:
+    raise ValueError("empty file (0 bytes)")
   try:
-    with Image.open(path) as im:
+    im = Image.open(io.BytesIO(data))
+  except Image.UnidentifiedImageError:
+    raise ValueError(f"not a recognised image format (starts with {data[:8]!r})") from None
+  if Image.MAX_IMAGE_PIXELS and im.size[0] * im.size[1] > Image.MAX_IMAGE_PIXELS:
+    raise ValueError(f"{im.size[0]}x{im.size[1]} pixels exceeds the decompression-bomb guard "
+                     f"({Image.MAX_IMAGE_PIXELS} pixels)")
+  return im
+
+
+DECODE_ERRORS = (OSError, ValueError, TypeError, Image.DecompressionBombError, SyntaxError,
+                 EOFError, MemoryError)
+
+
+def decode_image(path, image_size: int) -> np.ndarray:
+  """Reads one file (path or `archive::member` reference) as (size, size, 3) uint8 RGB.
+  Raises ValueError naming the file on bad input."""
+  return _decode(path, image_size, with_hash=False)[0]
+
+
+def _decode(path, image_size: int, with_hash: bool) -> tuple[np.ndarray, str | None]:
+  try:
+    data = read_source(path)
+    digest = content_sha256(data) if with_hash else None
+    with open_image(data) as im:
       im.draft("RGB", (image_size, image_size))  # JPEG: decode at reduced scale when possible
       im = _to_rgb(im)
       im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
-      return np.asarray(im, dtype=np.uint8)
-  except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+      return np.asarray(im, dtype=np.uint8), digest
+  except DECODE_ERRORS as e:
     raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
 
 
@@ -129,21 +149,25 @@ def _to_rgb(im: Image.Image) -> Image.Image:
   return im.convert("RGB")
 
 
-def decode_files(files: FileList, image_size: int, workers: int | None = None) -> tuple[Split, list[str]]:
-  """Decodes a FileList in parallel. Bad files are skipped and returned as messages, never raised."""
+def decode_files(files: FileList, image_size: int, workers: int | None = None,
+                 with_hash: bool = False) -> tuple[Split, list[str]]:
+  """Decodes a FileList in parallel. Bad files are skipped and returned as messages, never raised.
+  `with_hash` also fills Split.sha256 from the same read (no second pass over the files)."""
   workers = workers or min(8, (os.cpu_count() or 1) + 2)
-  images, labels, paths, errors = [], [], [], []
+  images, labels, paths, digests, errors = [], [], [], [], []
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    futures = [pool.submit(decode_image, p, image_size) for p in files.paths]
+    futures = [pool.submit(_decode, p, image_size, with_hash) for p in files.paths]
     for path, label, fut in zip(files.paths, files.labels, futures):
       try:
-        images.append(fut.result())
+        image, digest = fut.result()
       except ValueError as e:
         errors.append(str(e))
         log.warning("skipping %s", e)
         continue
+      images.append(image)
+      digests.append(digest)
       labels.append(label)
       paths.append(str(path))
   shape = (0, image_size, image_size, 3)
   array = np.stack(images) if images else np.zeros(shape, np.uint8)
-  return Split(array, np.asarray(labels, np.int32), paths), errors
+  return Split(array, np.asarray(labels, np.int32), paths, digests if with_hash else None), errors
