@@ -137,6 +137,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
     say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))
   if data_record["skipped_files"]:
     say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
+  write_json_atomic(workdir / "classes.json", {"classes": classes})
   train_split = splits["train"]
   # All splits in one device array, replicated over the 'data' mesh axis: steps gather their
   # batch by index (sharded over devices), and one compiled eval step serves every split.

@@ -1,0 +1,68 @@
+"""A finished (or checkpointed) run, loaded back from its workdir for evaluation and prediction."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxmed import checkpoint
+from jaxmed.models import create_model
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  workdir: Path
+  config: ml_collections.ConfigDict
+  classes: list[str]
+  model: object           # the Classifier (uint8 images in, logits out)
+  variables: dict          # {'params', 'batch_stats'}
+  image_size: int
+
+  def predict_fn(self):
+    """jit(images uint8 (N, H, W, 3)) -> probabilities (N, K)."""
+    return jax.jit(lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False)))
+
+
+def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:
+  """Model from `workdir/checkpoints/{best,latest}`, its config and class names."""
+  workdir = Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.exists():
+    raise FileNotFoundError(f"{workdir}: no config.json; is this a jaxmed workdir?")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  classes = _classes(workdir)
+  model = create_model(config.model, len(classes))
+  size = config.data.image_size
+  shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.uint8)),
+                          jax.random.PRNGKey(0))
+  like = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+  ckpt = checkpoint.Checkpoints(workdir)
+  manager = ckpt.best if which == "best" and ckpt.best.latest_step() is not None else ckpt.latest
+  if manager.latest_step() is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
+  like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)
+  if manager is ckpt.latest:  # the full train state: take its model part
+    state, _ = _restore_model_from_latest(manager, like)
+  else:
+    state, _ = checkpoint.restore(manager, like)
+  ckpt.close()
+  return LoadedRun(workdir, config, classes, model, state, size)
+
+
+def _classes(workdir: Path) -> list[str]:
+  for name in ("summary.json", "classes.json"):
+    path = workdir / name
+    if path.exists():
+      return json.loads(path.read_text())["classes"]
+  raise FileNotFoundError(f"{workdir}: neither summary.json nor classes.json names the classes")
+
+
+def _restore_model_from_latest(manager, like):
+  import orbax.checkpoint as ocp
+  restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  state = restored.state
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}, restored.meta
