@@ -53,8 +53,8 @@ def get_config():
   c.train.focal_gamma = 0.0  # > 0: focal loss (Lin et al. 2017), e.g. 2.0
 
   # Phase 1: backbone frozen (Keras trainable=False), only the head learns.
-  c.frozen = ml_collections.ConfigDict(dict(epochs=2, learning_rate=1e-3, optimizer="adam"))
-  # Phase 2: fine-tune 'all' stages or the top N, at a lower learning rate.
+  c.frozen = ml_collections.ConfigDict(dict(epochs=2, learning_rate=3e-3, optimizer="adam"))
+  # Phase 2: fine-tune all stages (or the top N: unfreeze=N) at a lower peak learning rate.
   c.finetune = ml_collections.ConfigDict(dict(
       epochs=10, learning_rate=1e-3, optimizer="adam", schedule="cosine", warmup_epochs=1,
       unfreeze="all", batchnorm="train"))
