@@ -36,6 +36,7 @@ def get_config():
   c.model.arch = "torchvision/mobilenet_v2"
   c.model.alpha = 1.0
   c.model.weights = ml_collections.FieldReference("imagenet", field_type=str)  # or a path, or None
+  c.model.dtype = "float32"  # 'bfloat16': bf16 compute, float32 parameters and optimizer state
   c.model.head = ml_collections.ConfigDict(dict(pooling="avg", hidden=(128,), dropout=0.2))
 
   c.train = ml_collections.ConfigDict()

@@ -27,6 +27,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from jaxmed import callbacks, checkpoint, evaluation, losses, metrics, optim, report, run_info
 from jaxmed.data import discover, folder, sampling
 from jaxmed.interrupts import catch_stop_signals
+from tensorboardX import SummaryWriter
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
 from jaxmed.progress import Progress, format_seconds
@@ -181,6 +182,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
         f"{resume['phase']}, {resume['epoch']} epochs done, {resume['step_in_epoch']} steps into the next")
     ckpt.best_value = resume.get("best_value")
   metrics_file = open(workdir / "metrics.jsonl", "a")
+  tensorboard = SummaryWriter(str(workdir / "tensorboard"))  # `tensorboard --logdir WORKDIR`
   epoch, global_step = 0, 0
   rng = jax.random.PRNGKey(config.seed + 1)
   total_epochs = config.frozen.epochs + config.finetune.epochs
@@ -267,6 +269,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
               say(f"stopped at step {global_step}; checkpoint saved. Re-run the same command "
                   f"to resume.")
               metrics_file.close()
+              tensorboard.close()
               ckpt.close()
               return None
         check_finite(step_losses, global_step - len(step_losses), phase, epoch + 1, ckpt)
@@ -286,7 +289,11 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
              "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "auc": val["auc"]["macro"]}]
         for r in records:
           metrics_file.write(json.dumps(r) + "\n")
+          for key, value in r.items():
+            if key not in ("epoch", "phase", "split") and value is not None:
+              tensorboard.add_scalar(f"{r['split']}/{key}", value, epoch)
         metrics_file.flush()
+        tensorboard.flush()
         history += records
         monitored = {f"val_{k}": val[k] for k in ("accuracy", "loss", "macro_f1", "balanced_accuracy")}
         monitored["val_auc"] = val["auc"]["macro"]
@@ -300,6 +307,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
       params, batch_stats, rng = state.params, state.batch_stats, state.rng
   ckpt.wait()
   metrics_file.close()
+  tensorboard.close()
   final_sha = run_info.params_sha256({"params": params, "batch_stats": batch_stats})
 
   # Test evaluation on the best checkpoint (Keras' ModelCheckpoint(save_best_only=True) habit)

@@ -44,7 +44,7 @@ def small_config(root: Path, arch: str = "mobilenet_v2") -> ml_collections.Confi
   return c
 
 
-def run_steps(trainable_from, num_steps=3, bn_train=True):
+def run_steps(trainable_from, num_steps=3, bn_train=True, dtype="float32"):
   """Builds the small MobileNetV2 classifier and runs `num_steps` train steps on random images.
 
   Returns (before, after) flattened {'params', 'batch_stats'} as numpy, and the final state.
@@ -58,6 +58,7 @@ def run_steps(trainable_from, num_steps=3, bn_train=True):
   from jaxmed.models.mobilenet_v2 import NUM_STAGES
   from jaxmed.steps import StepOptions, TrainState, make_train_step
   config = small_config(Path("."))
+  config.model.dtype = dtype
   model = create_model(config.model, 3)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (16, 32, 32, 3), dtype=np.uint8))
   labels = jnp.asarray(np.arange(16) % 3, jnp.int32)

@@ -57,3 +57,29 @@ def test_focal_loss_down_weights_easy_examples():
   assert focal == pytest.approx(ce * (1 - p) ** 2, rel=1e-5)
   with pytest.raises(ValueError):
     class_weights([1.0], np.array([3, 4]))
+
+
+def test_optimizer_options_schedules_groups_and_decay_mask():
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  from jaxmed import optim
+  params = {"backbone": {"conv": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}},
+            "head": {"logits": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}}
+  labels = {"backbone": {"conv": {"kernel": "trainable", "bias": "trainable"}},
+            "head": {"logits": {"kernel": "trainable", "bias": "trainable"}}}
+  grads = jax.tree.map(jnp.zeros_like, params)  # zero gradient: only weight decay moves params
+  phase = ml_collections.ConfigDict(dict(epochs=4, learning_rate=0.1, optimizer="sgd",
+                                         momentum=0.0, weight_decay=0.5, schedule="step",
+                                         step_epochs=2, step_factor=0.1,
+                                         backbone_lr_multiplier=0.1))
+  tx, schedule = optim.make_optimizer(phase, labels, steps_per_epoch=10)
+  assert float(schedule(19)) == pytest.approx(0.1) and float(schedule(20)) == pytest.approx(0.01)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # sgd: update = -lr * decay * p on kernels; biases untouched; backbone at lr * 0.1
+  assert float(updates["head"]["logits"]["kernel"][0, 0]) == pytest.approx(-0.1 * 0.5)
+  assert float(updates["backbone"]["conv"]["kernel"][0, 0]) == pytest.approx(-0.01 * 0.5)
+  assert float(jnp.abs(updates["head"]["logits"]["bias"]).max()) == 0.0
+  adamax = ml_collections.ConfigDict(dict(epochs=1, learning_rate=1e-3, optimizer="adamax"))
+  tx, _ = optim.make_optimizer(adamax, labels, 1)
+  tx.update(grads, tx.init(params), params)

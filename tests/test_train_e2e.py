@@ -52,6 +52,7 @@ def test_outputs_and_summary_fields(two_runs):
   for png in ("curves.png", "confusion_matrix.png"):
     with Image.open(workdir / "report" / png) as im:
       assert im.size[0] > 100
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert (workdir / "checkpoints" / "latest").is_dir() and (workdir / "checkpoints" / "best").is_dir()
 
 

@@ -1,0 +1,138 @@
+"""jaxmed.evaluate and jaxmed.compare on one tiny trained run (shared with the other tests of
+evaluate/predict/export/html_report through `trained_workdir`)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from conftest import small_config, write_label_tree
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+_RUN = {}
+
+
+def trained_workdir(tmp_path_factory) -> Path:
+  """One LeNet run on a 3-class label tree, trained once per test session (~30 s)."""
+  if "workdir" not in _RUN:
+    from jaxmed import train
+    root = write_label_tree(tmp_path_factory.mktemp("eval_data"),
+                            {"train": {"a": 12, "b": 12, "c": 8}, "test": {"a": 4, "b": 4, "c": 4}},
+                            size=32)
+    config = small_config(root, arch="lenet")
+    config.augment = {"preset": "mri"}  # so the report's augmentation preview has something to show
+    workdir = tmp_path_factory.mktemp("eval_run")
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))  # as train.main does
+    train.train_and_evaluate(config, workdir)
+    _RUN.update(workdir=workdir, data=root)
+  return _RUN["workdir"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return trained_workdir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def evaluated(workdir):
+  from jaxmed import evaluate
+  assert evaluate.main(["--workdir", str(workdir)]) == 0
+  return json.loads((workdir / "eval" / "test.json").read_text())
+
+
+def test_metrics_equal_sklearn_on_the_same_predictions(evaluated):
+  classes = evaluated["classes"]
+  preds = evaluated["predictions"]
+  y = np.array([p["label"] for p in preds])
+  probs = np.array([p["probs"] for p in preds])
+  yhat = np.array([p["predicted"] for p in preds])
+  assert evaluated["num_examples"] == len(preds) == 12
+  assert np.array_equal(yhat, probs.argmax(1))
+  labels = list(range(len(classes)))
+  assert evaluated["accuracy"] == pytest.approx(skm.accuracy_score(y, yhat))
+  assert evaluated["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, yhat))
+  assert evaluated["confusion_matrix"] == skm.confusion_matrix(y, yhat, labels=labels).tolist()
+  p, r, f, s = skm.precision_recall_fscore_support(y, yhat, labels=labels, zero_division=0)
+  for k, c in enumerate(classes):
+    row = evaluated["per_class"][c]
+    assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx((p[k], r[k], f[k], s[k]))
+    tn = np.sum((y != k) & (yhat != k))
+    assert row["specificity"] == pytest.approx(tn / np.sum(y != k))
+    assert evaluated["auc"]["per_class"][k] == pytest.approx(skm.roc_auc_score(y == k, probs[:, k]))
+  for avg in ("macro", "weighted"):
+    p, r, f, _ = skm.precision_recall_fscore_support(y, yhat, labels=labels, average=avg, zero_division=0)
+    got = evaluated["averages"][avg]
+    assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((p, r, f))
+  assert evaluated["auc"]["macro"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"), abs=1e-6)
+
+
+def test_predictions_are_the_models_and_match_training_summary(workdir, evaluated):
+  from jaxmed import evaluate
+  from jaxmed.run_loader import load_run
+  run = load_run(workdir)
+  split = evaluate.load_split(run)
+  direct = np.asarray(run.predict_fn()(run.variables, split.images))
+  assert np.allclose([p["probs"] for p in evaluated["predictions"]], direct, atol=1e-5)
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert evaluated["confusion_matrix"] == summary["test"]["confusion_matrix"]
+
+
+def test_bootstrap_ci_covers_the_point_estimate(evaluated):
+  for metric in ("accuracy", "macro_f1"):
+    lo, hi = evaluated["ci95"][metric]
+    assert 0.0 <= lo <= evaluated[metric] <= hi <= 1.0
+  from jaxmed.evaluate import compute_metrics
+  rng = np.random.default_rng(1)
+  y = rng.integers(0, 3, 300)
+  probs = rng.dirichlet([1, 1, 1], 300)
+  probs[np.arange(300), y] += 0.6 * rng.random(300)  # better than chance, not perfect
+  result = compute_metrics(probs / probs.sum(1, keepdims=True), y, ["x", "y", "z"])
+  for metric in ("accuracy", "macro_f1"):
+    lo, hi = result["ci95"][metric]
+    assert lo < result[metric] < hi and hi - lo < 0.2
+
+
+def test_tta_views_are_deterministic_flips_and_shifts(workdir):
+  from jaxmed import evaluate
+  from jaxmed.run_loader import load_run
+  images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+  views = evaluate.tta_views(images, 8)
+  assert len(views) == 8 and np.array_equal(views[0], images)
+  assert np.array_equal(views[1], images[:, :, ::-1])
+  assert np.array_equal(views[2][:, :, 2:], images[:, :, :-2])  # shifted right by 2 pixels
+  assert all(not np.array_equal(a, b) for i, a in enumerate(views) for b in views[:i])
+  assert all(np.array_equal(a, b) for a, b in zip(views, evaluate.tta_views(images, 8)))
+  with pytest.raises(ValueError):
+    evaluate.tta_views(images, 9)
+  run = load_run(workdir)
+  probs = evaluate.predict_probs(run.model, run.variables, images, batch_size=2, tta=4)
+  assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0)
+
+
+def test_other_dataset_is_mapped_by_class_name(workdir, tmp_path, capsys):
+  from jaxmed import evaluate
+  other = write_label_tree(tmp_path / "other", {"x": {"c": 3, "a": 2}}, size=20)  # class folders only
+  assert evaluate.main(["--workdir", str(workdir), "--data", str(other / "x"), "--name", "ext"]) == 0
+  result = json.loads((workdir / "eval" / "ext.json").read_text())
+  assert [result["per_class"][c]["support"] for c in "abc"] == [2, 0, 3]
+  assert sorted(p["label"] for p in result["predictions"]) == [0, 0, 2, 2, 2]
+  bad = write_label_tree(tmp_path / "bad", {"test": {"a": 2, "tumour": 2}}, size=20)
+  assert evaluate.main(["--workdir", str(workdir), "--data", str(bad)]) == 2
+  assert "tumour" in capsys.readouterr().err
+
+
+def test_compare_table(workdir, tmp_path, capsys):
+  from jaxmed import compare
+  out = tmp_path / "cmp" / "runs.md"
+  assert compare.main([str(workdir), str(workdir), "--out", str(out)]) == 0
+  rows = json.loads(out.with_suffix(".json").read_text())
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert len(rows) == 2 and rows[0]["backbone"] == "lenet" and rows[0]["input"] == 32
+  assert rows[0]["accuracy"] == summary["test"]["accuracy"]
+  assert rows[0]["auc"] == summary["test"]["auc"]["macro"]
+  assert rows[0]["parameters"] > 1000 and rows[0]["images_per_s"] > 0 and rows[0]["train_s"] > 0
+  text = out.read_text()
+  assert text.startswith("| run | backbone | input size | parameters | test accuracy") and "32x32" in text
+  assert compare.main([str(tmp_path), "--out", str(out)]) == 2
