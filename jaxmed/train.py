@@ -129,6 +129,8 @@ def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
 
 def train_and_evaluate(config, workdir: Path) -> dict | None:
   """Runs (or resumes) the whole job; returns the summary, or None when stopped by a signal."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
