@@ -30,7 +30,8 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.gallery{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;font-size:.8em;text-align:center}figcaption{max-width:260px;word-break:break-all}img.plot{max-width:100%}.note{color:#666}
+figure{margin:0;font-size:.8em;text-align:center}img.plot{max-width:100%}.note{color:#666}
+figcaption{max-width:260px;word-break:break-all}
 nav a{margin-right:1em}.pair{display:flex;gap:1%}.pair img{max-width:49.5%;height:auto}"""
 
 
@@ -102,9 +103,11 @@ def config_section(config, summary: dict, workdir: Path) -> str:
   timings = summary.get("timings", {})
   rows = [(k, flat[k]) for k in KEY_SETTINGS if k in flat]
   rows += [("parameters sha256", summary.get("final_params_sha256", "")[:16] + "..."),
-           ("train time", f"{timings.get('train_s', 0):.1f} s"), ("jax", summary.get("versions", {}).get("jax")),
+           ("train time", f"{timings.get('train_s', 0):.1f} s"),
+           ("jax", summary.get("versions", {}).get("jax")),
            ("devices", ", ".join(summary.get("machine", {}).get("devices", [])))]
-  return (f"<p>Workdir <code>{html.escape(str(workdir.resolve()))}</code></p>" + table(["setting", "value"], rows, 2)
+  return (f"<p>Workdir <code>{html.escape(str(workdir.resolve()))}</code></p>"
+          + table(["setting", "value"], rows, 2)
           + "<details><summary>Full configuration (config.json)</summary>"
           + table(["key", "value"], list(flat.items()), 2) + "</details>")
 
@@ -138,8 +141,9 @@ def curves_section(workdir: Path, history: list[dict]) -> str:
   for phase in dict.fromkeys(r["phase"] for r in history):
     train = [r for r in history if r["phase"] == phase and r["split"] == "train"]
     val = [r for r in history if r["phase"] == phase and r["split"] == "val"]
-    rows.append([phase, f"{train[0]['epoch']}-{train[-1]['epoch']}", f"{train[0]['lr']:.3g} -> {train[-1]['lr']:.3g}",
-                 f"{train[-1]['loss']:.4f}", f"{val[-1]['loss']:.4f}", f"{max(r['accuracy'] for r in val):.3f}"])
+    rows.append([phase, f"{train[0]['epoch']}-{train[-1]['epoch']}",
+                 f"{train[0]['lr']:.3g} -> {train[-1]['lr']:.3g}", f"{train[-1]['loss']:.4f}",
+                 f"{val[-1]['loss']:.4f}", f"{max(r['accuracy'] for r in val):.3f}"])
   return img(data, "training curves") + table(
       ["phase", "epochs", "learning rate", "last train loss", "last val loss", "best val accuracy"], rows)
 
@@ -148,16 +152,19 @@ def metrics_section(result: dict, classes: list[str], split_name: str) -> str:
   rows = [[c, *(f"{result['per_class'][c][k]:.3f}" for k in ("precision", "recall", "specificity", "f1")),
            result["per_class"][c]["support"], "n/a" if a is None else f"{a:.3f}"]
           for c, a in zip(classes, result["auc"]["per_class"])]
+  macro_auc = "n/a" if result["auc"]["macro"] is None else f"{result['auc']['macro']:.3f}"
   for avg in ("macro", "weighted"):
     v = result["averages"][avg]
     rows.append([f"{avg} avg", *(f"{v[k]:.3f}" for k in ("precision", "recall", "specificity", "f1")),
-                 result["num_examples"], f"{result['auc']['macro']:.3f}" if avg == "macro" and result["auc"]["macro"] is not None else ""])
+                 result["num_examples"], macro_auc if avg == "macro" else ""])
   ci = result["ci95"]
   head = (f"<p>{split_name} split, {result['num_examples']} images: accuracy <b>{result['accuracy']:.3f}</b> "
-          f"(95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), macro F1 <b>{result['macro_f1']:.3f}</b> "
+          f"(95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}), "
+          f"macro F1 <b>{result['macro_f1']:.3f}</b> "
           f"(95% CI {ci['macro_f1'][0]:.3f}-{ci['macro_f1'][1]:.3f}), balanced accuracy "
           f"{result['balanced_accuracy']:.3f}. Intervals: percentile bootstrap, 1000 resamples.</p>")
-  return head + table(["class", "precision", "recall (sensitivity)", "specificity", "F1", "support", "ROC-AUC"], rows)
+  columns = ["class", "precision", "recall (sensitivity)", "specificity", "F1", "support", "ROC-AUC"]
+  return head + table(columns, rows)
 
 
 def roc_figure(probs: np.ndarray, labels: np.ndarray, classes, auc: dict) -> bytes:
@@ -198,7 +205,8 @@ def augmentation_section(config, train_split, classes) -> str:
   for r, i in enumerate(picks):
     for c, image in enumerate([images[r]] + list(out[r])):
       axes[r, c].imshow(np.clip(image, 0, 255).astype(np.uint8))
-      axes[r, c].set_title(f"{classes[train_split.labels[i]]} (original)" if c == 0 else "augmented", fontsize=7)
+      title = f"{classes[train_split.labels[i]]} (original)" if c == 0 else "augmented"
+      axes[r, c].set_title(title, fontsize=7)
       axes[r, c].axis("off")
   options = {k: v for k, v in dict(config.augment).items()}
   return (f"<p>Options: <code>{html.escape(json.dumps(options, default=str))}</code>. Each row: a "
@@ -215,9 +223,11 @@ def gradcam_section(run, split, per_class: int) -> str:
   cams, probs = gradcam.gradcam(run.model, run.variables, images)
   items = []
   for image, cam, p, i in zip(images, cams, probs, picks):
-    pair = np.concatenate([image, np.full((image.shape[0], 2, 3), 255, np.uint8), gradcam.overlay(image, cam)], 1)
+    gap = np.full((image.shape[0], 2, 3), 255, np.uint8)
+    pair = np.concatenate([image, gap, gradcam.overlay(image, cam)], 1)
     k = int(np.argmax(p))
-    items.append((array_png(pair), f"true {run.classes[split.labels[i]]}, predicted {run.classes[k]} ({p[k]:.2f})"))
+    caption = f"true {run.classes[split.labels[i]]}, predicted {run.classes[k]} ({p[k]:.2f})"
+    items.append((array_png(pair), caption))
   return ("<p>Grad-CAM on the backbone's last feature map for the predicted class: original | "
           "overlay (red = most weight).</p>" + gallery(items))
 
@@ -266,7 +276,8 @@ def write_html_report(workdir, gradcam_per_class: int = 2, max_errors: int = 24)
   nav = "<nav>" + "".join(f'<a href="#{k}">{v}</a>' for k, v in SECTIONS.items()) + "</nav>"
   sections = "".join(f'<section id="{k}"><h2>{SECTIONS[k]}</h2>{body[k]}</section>' for k in SECTIONS)
   page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
-          f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{nav}{sections}</body></html>")
+          f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{nav}{sections}"
+          "</body></html>")
   out.mkdir(parents=True, exist_ok=True)
   (out / "index.html").write_text(page, encoding="utf-8")
   return out / "index.html"

@@ -131,6 +131,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   """Runs (or resumes) the whole job; returns the summary, or None when stopped by a signal."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
@@ -397,7 +398,6 @@ def main(argv):
     sys.exit("error: --config is required, e.g. --config configs/demo.py")
   workdir = prepare_workdir(FLAGS.workdir, config_flags.get_config_filename(FLAGS["config"]))
   check_resumable(workdir, config)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   say(f"workdir: {workdir}   devices: {jax.devices()}")
   try:
     summary = train_and_evaluate(config, workdir)

@@ -23,7 +23,8 @@ class ConvBackbone(nn.Module):
     x = nn.relu(nn.Conv(8, (3, 3), strides=(2, 2), padding="SAME")(x))
     if self.top_left_only:
       h, w = x.shape[1:3]
-      x = x * (jnp.arange(h)[:, None] < h // 2)[None, :, :, None] * (jnp.arange(w) < w // 2)[None, None, :, None]
+      inside = (jnp.arange(h)[:, None] < h // 2) & (jnp.arange(w)[None, :] < w // 2)
+      x = x * inside[None, :, :, None]
     return x
 
 
@@ -42,9 +43,9 @@ def _model(backbone, head, seed=0):
   model = Classifier(backbone=backbone, head=head, preprocessing="unit", num_stages=1)
   variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, SIZE, SIZE, 3), jnp.uint8))
   # Class 0 rises with every feature: its CAM is positive wherever the logit looks.
-  kernel = variables["params"]["head"]["logits"]["kernel"]
-  params = {**variables["params"], "head": {"logits": {
-      "kernel": kernel.at[:, 0].set(jnp.abs(kernel[:, 0]) + 0.1), "bias": variables["params"]["head"]["logits"]["bias"]}}}
+  logits = dict(variables["params"]["head"]["logits"])
+  logits["kernel"] = logits["kernel"].at[:, 0].set(jnp.abs(logits["kernel"][:, 0]) + 0.1)
+  params = {**variables["params"], "head": {**variables["params"]["head"], "logits": logits}}
   return model, {**variables, "params": params}
 
 
