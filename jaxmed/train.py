@@ -191,11 +191,13 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   total_epochs = config.frozen.epochs + config.finetune.epochs
   every = config.train.get("checkpoint_every_steps", 0)
 
+  def sharded_eval_step(p, bs, all_images, batch_index):  # indices sharded over 'data'
+    return eval_step(p, bs, all_images, jax.device_put(batch_index, sharded))
+
   def evaluate(split_name, p, bs) -> dict:
     start = time.perf_counter()
-    index = jax.device_put  # batches of indices are sharded over the 'data' axis
-    logits = evaluation.predict_logits(lambda *a: eval_step(*a[:3], index(a[3], sharded)),
-                                       p, bs, images, ranges[split_name], eval_batch)
+    logits = evaluation.predict_logits(sharded_eval_step, p, bs, images, ranges[split_name],
+                                       eval_batch)
     timings["evaluate_s"] += time.perf_counter() - start
     return evaluation.summarize(logits, splits[split_name].labels, classes)
 
