@@ -70,7 +70,8 @@ def init_variables(model, config, image_size: int):
   dummy = jnp.zeros((1, image_size, image_size, 3), jnp.uint8)
   # Jitted: eager init of a 150-layer network dispatches op by op and takes 2-3x longer on CPU.
   variables = jax.jit(lambda key: model.init(key, dummy, train=False))(jax.random.PRNGKey(config.seed))
-  if config.model.get("weights"):
+  # On the command line `--config.model.weights=None` arrives as the string 'None'.
+  if str(config.model.get("weights")).lower() not in ("none", ""):
     from jaxmed.weights import pretrained
     variables = pretrained.load_into(variables, config.model)
   return variables["params"], variables.get("batch_stats", {})

@@ -1,0 +1,26 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_label_tree
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sweep_trains_each_backbone_and_writes_a_comparison(tmp_path):
+  root = write_label_tree(tmp_path / "data", {"train": {"a": 12, "b": 12}, "test": {"a": 3, "b": 3}})
+  config = tmp_path / "sweep_config.py"
+  config.write_text(
+      "import sys\nsys.path.insert(0, %r)\nimport tiny_config, ml_collections\n"
+      "def get_config():\n  c = tiny_config.get_config()\n  c.finetune.epochs = 1\n"
+      "  c.sweep = ml_collections.ConfigDict(dict(archs=('lenet',)))\n  return c\n"
+      % str(REPO / "tests"))
+  done = subprocess.run([sys.executable, "-m", "jaxmed.sweep", "--config", str(config),
+                         f"--workdir={tmp_path / 'sweep'}", f"--config.data.root={root}"],
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout + done.stderr
+  summary = json.loads((tmp_path / "sweep" / "lenet" / "summary.json").read_text())
+  assert summary["config"]["model"]["arch"] == "lenet"
+  table = (tmp_path / "sweep" / "comparison.md").read_text()
+  assert "lenet" in table
