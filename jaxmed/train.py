@@ -128,6 +128,15 @@ def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
         f"{ckpt.latest.latest_step()}) is kept in {ckpt.latest.directory}.")
 
 
+def add_to_sums(sums, step_losses, step_correct, global_step, phase, epoch, ckpt) -> list:
+  """[loss sum, correct, steps] of the epoch so far plus these steps; one device fetch, which
+  also checks the losses are finite."""
+  losses = np.asarray(jax.device_get(step_losses), np.float64)
+  check_finite(losses, global_step - len(losses), phase, epoch, ckpt)
+  return [sums[0] + float(losses.sum()), sums[1] + int(np.sum(jax.device_get(step_correct))),
+          sums[2] + len(losses)]
+
+
 def train_and_evaluate(config, workdir: Path) -> dict | None:
   """Runs (or resumes) the whole job; returns the summary, or None when stopped by a signal."""
   workdir = Path(workdir)
@@ -265,9 +274,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
             progress.update(f"epoch {epoch + 1}/{total_epochs} ({phase})", done,
                             float(step_metrics["loss"]))
           if stop or (every and global_step % every == 0 and i < steps_per_epoch - 1):
-            check_finite(step_losses, global_step - len(step_losses), phase, epoch + 1, ckpt)
-            partial = [sums[0] + float(np.sum(jax.device_get(step_losses))),
-                       sums[1] + int(np.sum(jax.device_get(step_correct))), sums[2] + len(step_losses)]
+            partial = add_to_sums(sums, step_losses, step_correct, global_step, phase, epoch + 1, ckpt)
             ckpt.save_latest(global_step, state, meta(epoch_in_phase - 1, i + 1, partial))
             if stop:
               ckpt.wait()
@@ -278,9 +285,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
               tensorboard.close()
               ckpt.close()
               return None
-        check_finite(step_losses, global_step - len(step_losses), phase, epoch + 1, ckpt)
-        sums = [sums[0] + float(np.sum(jax.device_get(step_losses))),
-                sums[1] + int(np.sum(jax.device_get(step_correct))), sums[2] + len(step_losses)]
+        sums = add_to_sums(sums, step_losses, step_correct, global_step, phase, epoch + 1, ckpt)
         train_loss, train_acc = sums[0] / sums[2], sums[1] / (sums[2] * batch_size)
         timings["train_s"] += time.perf_counter() - t_epoch
         epoch += 1
