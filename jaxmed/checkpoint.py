@@ -41,6 +41,8 @@ class Checkpoints:
     return value > self.best_value if self.mode == "max" else value < self.best_value
 
   def save_latest(self, step: int, state, meta: dict):
+    # best_value rides along so that a run resumed from a mid-epoch checkpoint still knows it.
+    meta = {**meta, "best_value": self.best_value}
     self.latest.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(host_copy(state)), meta=ocp.args.JsonSave(meta)))
 
@@ -53,7 +55,7 @@ class Checkpoints:
       model = host_copy({"params": state.params, "batch_stats": state.batch_stats})
       self.best.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(model), meta=ocp.args.JsonSave({**meta, **metrics})))
-    self.save_latest(step, state, {**meta, "best_value": self.best_value})
+    self.save_latest(step, state, meta)
     return improved
 
   def latest_meta(self) -> dict | None:
