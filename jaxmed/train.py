@@ -24,23 +24,25 @@ import numpy as np
 
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from jaxmed import callbacks, checkpoint, evaluation, losses, metrics, optim, report, run_info
+from jaxmed import (callbacks, checkpoint, distributed, evaluation, losses, metrics, optim, report,
+                    run_info)
 from jaxmed.data import discover, folder, sampling
 from jaxmed.interrupts import catch_stop_signals
 from tensorboardX import SummaryWriter
-from jaxmed.models import create_model
-from jaxmed.models.registry import get_architecture
 from jaxmed.progress import Progress, format_seconds
 from jaxmed.steps import StepOptions, TrainState, make_eval_step, make_train_step
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 flags.DEFINE_string("workdir", None, "Output folder; default runs/<config>-<timestamp>.")
+flags.DEFINE_bool("distributed", False, "Join the other processes of a multi-host job "
+                  "(jax.distributed.initialize; see jaxmed/distributed.py).")
 FLAGS = flags.FLAGS
 log = logging.getLogger("jaxmed")
 
 
 def say(message: str):
-  print(message, flush=True)
+  if distributed.is_primary():
+    print(message, flush=True)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -141,7 +143,9 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   """Runs (or resumes) the whole job; returns the summary, or None when stopped by a signal."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  primary = distributed.is_primary()  # with several processes, process 0 writes the files
+  if primary:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
@@ -151,7 +155,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
     say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))
   if data_record["skipped_files"]:
     say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
-  write_json_atomic(workdir / "classes.json", {"classes": classes})
+  if primary:
+    write_json_atomic(workdir / "classes.json", {"classes": classes})
   train_split = splits["train"]
   # All splits in one device array, replicated over the 'data' mesh axis: steps gather their
   # batch by index (sharded over devices), and one compiled eval step serves every split.
@@ -160,14 +165,21 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   offsets = np.cumsum([0] + [len(v) for v in splits.values()])
   ranges = {name: np.arange(offsets[i], offsets[i + 1], dtype=np.int32)
             for i, name in enumerate(splits)}
-  images = jax.device_put(np.concatenate([v.images for v in splits.values()]), replicated)
-  labels = jax.device_put(np.concatenate([v.labels for v in splits.values()]), replicated)
+  host_images = np.concatenate([v.images for v in splits.values()])
+  host_labels = np.concatenate([v.labels for v in splits.values()])
+  distributed.assert_same_everywhere(host_images, host_labels, what="images or labels")
+  images, labels = distributed.put((host_images, host_labels), replicated)
+  del host_images, host_labels
   timings["data_s"] = time.perf_counter() - t0
 
+  # Imported here, not at the top: importing jaxmed.models creates device arrays, which starts the
+  # backend, and jax.distributed.initialize (in main) must come first.
+  from jaxmed.models import create_model
+  from jaxmed.models.registry import get_architecture
   arch = get_architecture(config.model.arch)
   model = create_model(config.model, len(classes))
-  params, batch_stats = jax.device_put(init_variables(model, config, config.data.image_size),
-                                       replicated)
+  params, batch_stats = distributed.put(init_variables(model, config, config.data.image_size),
+                                        replicated)
   batch_size = min(config.train.batch_size, len(train_split))
   if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
     raise ValueError(f"train.batch_size {batch_size} and train.eval_batch_size must be multiples "
@@ -184,25 +196,27 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   eval_batch = config.train.eval_batch_size
   t_compile = time.perf_counter()
   eval_step = make_eval_step(model).lower(
-      params, batch_stats, images, jax.device_put(np.zeros(eval_batch, np.int32), sharded)).compile()
+      params, batch_stats, images, distributed.put(np.zeros(eval_batch, np.int32), sharded)).compile()
   timings["compile_s"] += time.perf_counter() - t_compile
 
   ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
   resume = ckpt.latest_meta()
-  history = read_history(workdir, resume["epoch"] if resume else 0)
+  history = read_history(workdir, resume["epoch"] if resume else 0) if primary else []
   if resume:
     say(f"resuming from {ckpt.latest.directory} step {ckpt.latest.latest_step()}: phase "
         f"{resume['phase']}, {resume['epoch']} epochs done, {resume['step_in_epoch']} steps into the next")
     ckpt.best_value = resume.get("best_value")
-  metrics_file = open(workdir / "metrics.jsonl", "a")
-  tensorboard = SummaryWriter(str(workdir / "tensorboard"))  # `tensorboard --logdir WORKDIR`
+  metrics_file = distributed.primary_only(lambda: open(workdir / "metrics.jsonl", "a"))
+  # `tensorboard --logdir WORKDIR`
+  tensorboard = distributed.primary_only(lambda: SummaryWriter(str(workdir / "tensorboard")))
+  agree_to_stop = distributed.StopAgreement()  # all processes checkpoint and stop at one step
   epoch, global_step = 0, 0
   rng = jax.random.PRNGKey(config.seed + 1)
   total_epochs = config.frozen.epochs + config.finetune.epochs
   every = config.train.get("checkpoint_every_steps", 0)
 
   def sharded_eval_step(p, bs, all_images, batch_index):  # indices sharded over 'data'
-    return eval_step(p, bs, all_images, jax.device_put(batch_index, sharded))
+    return distributed.to_host(eval_step(p, bs, all_images, distributed.put(batch_index, sharded)))
 
   def evaluate(split_name, p, bs) -> dict:
     start = time.perf_counter()
@@ -221,9 +235,9 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
                                        None if phase == "frozen" else options.trainable_from)
       tx, schedule = optim.make_optimizer(phase_config, labels_tree, steps_per_epoch)
       plateau, early = make_callbacks(phase_config)
-      state = jax.device_put(TrainState(step=jnp.asarray(global_step), params=params,
-                                        batch_stats=batch_stats, opt_state=tx.init(params), rng=rng),
-                             replicated)
+      state = distributed.put(TrainState(step=jnp.asarray(global_step), params=params,
+                                         batch_stats=batch_stats, opt_state=tx.init(params), rng=rng),
+                              replicated)
       start_epoch, start_step, sums, stopped = 1, 0, [0.0, 0, 0], False
       if resume:  # this is the phase the checkpoint was written in
         state, meta = checkpoint.restore(ckpt.latest, state)
@@ -245,14 +259,15 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
 
       t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
       train_step = make_train_step(model, tx, options, weights, augment).lower(
-          state, images, labels, jax.device_put(np.zeros(batch_size, np.int32), sharded),
+          state, images, labels, distributed.put(np.zeros(batch_size, np.int32), sharded),
           np.float32(1.0)).compile()
       timings["compile_s"] += time.perf_counter() - t_compile
       num_trainable = sum(x.size for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels_tree))
                           if l == "trainable")
       say(f"phase {phase}: {phase_config.epochs} epochs x {steps_per_epoch} steps, batch "
           f"{batch_size}, {num_trainable:,} trainable parameters, {jax.device_count()} device(s)")
-      progress = Progress(phase_config.epochs * steps_per_epoch, batch_size)
+      progress = Progress(phase_config.epochs * steps_per_epoch, batch_size,
+                          stream=None if primary else distributed.Discard())
       for epoch_in_phase in range(start_epoch, phase_config.epochs + 1):
         if stopped:
           break
@@ -262,8 +277,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
         scale = np.float32(plateau.scale if plateau else 1.0)
         step_losses, step_correct = [], []
         for i in range(start_step, steps_per_epoch):
-          batch_index = jax.device_put(order[i * batch_size:(i + 1) * batch_size].astype(np.int32),
-                                       sharded)
+          batch_index = distributed.put(order[i * batch_size:(i + 1) * batch_size].astype(np.int32),
+                                        sharded)
           state, step_metrics = train_step(state, images, labels, batch_index, scale)
           step_losses.append(step_metrics["loss"])
           step_correct.append(step_metrics["correct"])
@@ -273,10 +288,11 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
             done = (epoch_in_phase - 1) * steps_per_epoch + i + 1
             progress.update(f"epoch {epoch + 1}/{total_epochs} ({phase})", done,
                             float(step_metrics["loss"]))
-          if stop or (every and global_step % every == 0 and i < steps_per_epoch - 1):
+          stop_now = agree_to_stop(stop, global_step)
+          if stop_now or (every and global_step % every == 0 and i < steps_per_epoch - 1):
             partial = add_to_sums(sums, step_losses, step_correct, global_step, phase, epoch + 1, ckpt)
             ckpt.save_latest(global_step, state, meta(epoch_in_phase - 1, i + 1, partial))
-            if stop:
+            if stop_now:
               ckpt.wait()
               progress.newline()
               say(f"stopped at step {global_step}; checkpoint saved. Re-run the same command "
@@ -333,7 +349,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
     results["test"] = evaluate("test", eval_params, eval_stats)
   final = results.get("test", results["val"])
   cm = np.asarray(final["confusion_matrix"])
-  report.write_report(workdir, history, cm, classes)
+  if primary:
+    report.write_report(workdir, history, cm, classes)
   say(f"\n{'test' if 'test' in results else 'val'} set ({final['num_examples']} images, "
       f"{config.train.evaluate} checkpoint):\n" + metrics.format_table(final, classes))
 
@@ -345,7 +362,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
       "timings": timings, "versions": run_info.versions(), "machine": run_info.machine(),
       "config": config.to_dict(),
   }
-  write_json_atomic(workdir / "summary.json", summary)
+  if primary:
+    write_json_atomic(workdir / "summary.json", summary)
   return summary
 
 
@@ -404,8 +422,10 @@ def main(argv):
   config = FLAGS.config
   if config is None:
     sys.exit("error: --config is required, e.g. --config configs/demo.py")
+  distributed.initialize(FLAGS.distributed)
   workdir = prepare_workdir(FLAGS.workdir, config_flags.get_config_filename(FLAGS["config"]))
   check_resumable(workdir, config)
+  distributed.barrier("workdir checked")  # before process 0 rewrites config.json
   say(f"workdir: {workdir}   devices: {jax.devices()}")
   try:
     summary = train_and_evaluate(config, workdir)
