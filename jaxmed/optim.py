@@ -8,10 +8,11 @@ import flax.traverse_util
 import jax
 import optax
 
+from jaxmed.models.registry import param_stage
+
 
 def param_labels(params, arch: str, trainable_from: int | None) -> dict:
   """'trainable' / 'frozen' per parameter. `trainable_from=None` freezes the whole backbone."""
-  from jaxmed.models.registry import param_stage  # not at import: see jaxmed/distributed.py
   flat = flax.traverse_util.flatten_dict(params)
   labels = {}
   for path in flat:

@@ -28,6 +28,8 @@ from jaxmed import (callbacks, checkpoint, distributed, evaluation, losses, metr
                     run_info)
 from jaxmed.data import discover, folder, sampling
 from jaxmed.interrupts import catch_stop_signals
+from jaxmed.models import create_model
+from jaxmed.models.registry import get_architecture
 from tensorboardX import SummaryWriter
 from jaxmed.progress import Progress, format_seconds
 from jaxmed.steps import StepOptions, TrainState, make_eval_step, make_train_step
@@ -172,10 +174,6 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   del host_images, host_labels
   timings["data_s"] = time.perf_counter() - t0
 
-  # Imported here, not at the top: importing jaxmed.models creates device arrays, which starts the
-  # backend, and jax.distributed.initialize (in main) must come first.
-  from jaxmed.models import create_model
-  from jaxmed.models.registry import get_architecture
   arch = get_architecture(config.model.arch)
   model = create_model(config.model, len(classes))
   params, batch_stats = distributed.put(init_variables(model, config, config.data.image_size),
