@@ -30,7 +30,7 @@ def _peak_rss_mb() -> float:
 class JaxmedStep:
   """jaxmed's own training step (jaxmed/steps.py), built as jaxmed/train.py builds it."""
 
-  def __init__(self, arch: str, size: int, phase: str, batch: int):
+  def __init__(self, arch: str, size: int, phase: str, batch: int, dtype: str = "float32"):
     import jaxmed  # noqa: F401  (sets the XLA CPU flag before jax initialises)
     import jax
     import jax.numpy as jnp
@@ -41,7 +41,7 @@ class JaxmedStep:
 
     self.jax = jax
     model_config = ml_collections.ConfigDict(dict(
-        arch=arch, alpha=1.0, weights=None,
+        arch=arch, alpha=1.0, weights=None, dtype=dtype,
         head=dict(pooling="avg", hidden=(), dropout=0.0)))  # GAP + Dense(4), as the Keras model
     model = create_model(model_config, NUM_CLASSES)
     dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
@@ -134,7 +134,7 @@ class KerasStep:
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("framework", choices=["jaxmed", "keras-tensorflow", "keras-jax"])
+  parser.add_argument("framework", choices=["jaxmed", "jaxmed-bf16", "keras-tensorflow", "keras-jax"])
   parser.add_argument("model", choices=sorted(KERAS_APPS))
   parser.add_argument("size", type=int)
   parser.add_argument("phase", choices=["finetune", "frozen"])
@@ -151,8 +151,9 @@ def main():
     proto.flush()
 
   t_start = time.perf_counter()
-  if args.framework == "jaxmed":
-    runner = JaxmedStep(args.model, args.size, args.phase, args.batch)
+  if args.framework in ("jaxmed", "jaxmed-bf16"):
+    runner = JaxmedStep(args.model, args.size, args.phase, args.batch,
+                        "bfloat16" if args.framework == "jaxmed-bf16" else "float32")
   else:
     runner = KerasStep(args.model, args.size, args.phase, args.batch)
   t0 = time.perf_counter()

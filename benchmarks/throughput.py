@@ -44,7 +44,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
 FRAMEWORKS = ["jaxmed", "keras-tensorflow", "keras-jax"]
-SHORT = {"jaxmed": "jaxmed", "keras-tensorflow": "keras-tf", "keras-jax": "keras-jax"}
+# jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32 params); opt in via --frameworks.
+OPTIONAL = ["jaxmed-bf16"]
+SHORT = {"jaxmed": "jaxmed", "keras-tensorflow": "keras-tf", "keras-jax": "keras-jax",
+         "jaxmed-bf16": "jaxmed-bf16"}
 MODELS = ["mobilenet", "mobilenet_v2", "resnet50v2"]
 
 
@@ -152,7 +155,7 @@ def fmt(x, spec):
 def print_table(records, peak):
   keyed = {(r["model"], r["size"], r["phase"], r["framework"]): r for r in records}
   configs = list(dict.fromkeys((r["model"], r["size"], r["phase"]) for r in records))
-  fws = [fw for fw in FRAMEWORKS if any(r["framework"] == fw for r in records)]
+  fws = [fw for fw in FRAMEWORKS + OPTIONAL if any(r["framework"] == fw for r in records)]
   head = f"{'model':<13}{'px':>4} {'phase':<9}"
   for fw in fws:
     head += f"| {SHORT[fw] + ' img/s':>16} {'compile':>8} {'RSS MB':>7} {'GF/s':>6} "
@@ -203,7 +206,7 @@ def main():
     else:
       configs = [(m, int(s), p) for s in args.sizes.split(",") for m in args.models.split(",")
                  for p in args.phases.split(",")]
-    frameworks = [f for f in FRAMEWORKS if f in args.frameworks.split(",")]
+    frameworks = [f for f in FRAMEWORKS + OPTIONAL if f in args.frameworks.split(",")]
 
   log_path = args.log or f"/tmp/jaxmed_throughput_{os.getpid()}.log"
   print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load average "

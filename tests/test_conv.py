@@ -98,6 +98,12 @@ def test_dense_conv_routes_to_lax(impl, monkeypatch):
 
 
 def _compare_dense(x, kernel, strides, padding, monkeypatch):
+  # Full float32 products: on GPUs the default precision (TF32) alone differs by ~1e-3.
+  with jax.default_matmul_precision("highest"):
+    _compare_dense_at_current_precision(x, kernel, strides, padding, monkeypatch)
+
+
+def _compare_dense_at_current_precision(x, kernel, strides, padding, monkeypatch):
   monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
   fast = jax.jit(lambda x, k: conv.conv2d(x, k, strides, padding))
   ref = jax.jit(lambda x, k: conv.conv_reference(x, k, strides, padding))
