@@ -230,6 +230,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
         epoch, global_step = meta["epoch"], meta["global_step"]
         start_epoch, start_step = meta["epoch_in_phase"] + 1, meta["step_in_epoch"]
         sums, stopped = meta["train_sums"], meta["stopped"]
+        feed.unreadable[:] = meta.get("unreadable_files", [])  # found while streaming so far
         if plateau:
           plateau.load_state_dict(meta["plateau"])
         if early:
@@ -241,7 +242,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
                 "epoch_in_phase": epoch_in_phase, "step_in_epoch": step_in_epoch,
                 "global_step": global_step, "train_sums": sums, "stopped": stopped,
                 "plateau": plateau.state_dict() if plateau else None,
-                "early_stopping": early.state_dict() if early else None}
+                "early_stopping": early.state_dict() if early else None,
+                "unreadable_files": feed.unreadable}
 
       t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
       train_step = feed.make_train_step(model, tx, options, weights, augment).lower(
