@@ -1,10 +1,19 @@
-"""Any dataset config on a Colab/Kaggle TPU (v3-8, v5e-8: 8 cores) or several GPUs: data
-parallel over every local device (the batch is sharded over a 'data' mesh axis, parameters
+r"""Any dataset config on a Colab/Kaggle TPU (v3-8, v5e-8: 8 cores) or a TPU pod slice: data
+parallel over every TPU device (the batch is sharded over a 'data' mesh axis, parameters
 replicated), bf16 compute with float32 parameters, a batch that splits evenly.
 
   python -m jaxmed.train --config configs/tpu.py --config.data.root=/data/brain-tumor-mri
 
-Base config: brain_tumor_mri (edit BASE below to use another). Not measured on a TPU here.
+A pod slice (several hosts): the same command on every host, with --distributed (jax finds the
+other hosts itself) and --workdir on storage all hosts share; train.batch_size is the global
+batch and must split over all devices, e.g. 512 on a v4-32's 16 chips:
+
+  gcloud compute tpus tpu-vm ssh NAME --worker=all --command="python -m jaxmed.train --distributed \
+    --config configs/tpu.py --workdir /shared/runs/mri --config.data.root=/data/mri \
+    --config.train.batch_size=512"
+
+Several GPUs: configs/multi_gpu.py. Base config: brain_tumor_mri (edit BASE below to use
+another). Not measured on a TPU here.
 """
 
 from configs import brain_tumor_mri as BASE

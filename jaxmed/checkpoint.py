@@ -17,6 +17,14 @@ def host_copy(tree):
   return jax.tree.map(lambda x: np.array(x, copy=True), tree)
 
 
+def _options(name: str) -> ocp.CheckpointManagerOptions:
+  # With several processes orbax names its barriers after the step directory; `best` and `latest`
+  # save the same step at once and, without a prefix each, collide ('Barrier ... already ongoing').
+  return ocp.CheckpointManagerOptions(
+      max_to_keep=1, create=True,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+
+
 class Checkpoints:
   """The latest full state (every epoch and every N steps, for resuming) and the best model by a
   validation metric.
@@ -29,9 +37,8 @@ class Checkpoints:
     if mode not in ("max", "min"):
       raise ValueError(f"checkpoint mode must be 'max' or 'min', got {mode!r}")
     root = Path(workdir).absolute() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-    self.latest = ocp.CheckpointManager(root / "latest", options=options)
-    self.best = ocp.CheckpointManager(root / "best", options=options)
+    self.latest = ocp.CheckpointManager(root / "latest", options=_options("latest"))
+    self.best = ocp.CheckpointManager(root / "best", options=_options("best"))
     self.metric, self.mode = metric, mode
     self.best_value = None
 
@@ -41,6 +48,8 @@ class Checkpoints:
     return value > self.best_value if self.mode == "max" else value < self.best_value
 
   def save_latest(self, step: int, state, meta: dict):
+    # best_value rides along so that a run resumed from a mid-epoch checkpoint still knows it.
+    meta = {**meta, "best_value": self.best_value}
     self.latest.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(host_copy(state)), meta=ocp.args.JsonSave(meta)))
 
@@ -53,7 +62,7 @@ class Checkpoints:
       model = host_copy({"params": state.params, "batch_stats": state.batch_stats})
       self.best.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(model), meta=ocp.args.JsonSave({**meta, **metrics})))
-    self.save_latest(step, state, {**meta, "best_value": self.best_value})
+    self.save_latest(step, state, meta)
     return improved
 
   def latest_meta(self) -> dict | None:

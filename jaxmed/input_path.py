@@ -10,16 +10,16 @@ stream   - a grain pipeline (jaxmed/data/stream.py) decodes each batch while tra
 `sampling.epoch_batches`, so for a seed they reach the same parameters.
 
 A feed gives train.py the step builders, example arguments to compile them with, each epoch's
-step arguments and the logits of a split.
+step arguments and the logits of a split. With several processes (jaxmed/distributed.py) every
+process computes the same batches and places only its own devices' shards of them.
 """
 
 import logging
 
-import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxmed import evaluation, steps
+from jaxmed import distributed, evaluation, steps
 from jaxmed.data import sampling
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,10 @@ class ResidentFeed:
     offsets = np.cumsum([0] + [len(v) for v in splits.values()])
     self.ranges = {name: np.arange(offsets[i], offsets[i + 1], dtype=np.int32)
                    for i, name in enumerate(splits)}
-    replicated = NamedSharding(mesh, P())
-    self.images = jax.device_put(np.concatenate([v.images for v in splits.values()]), replicated)
-    self.labels = jax.device_put(np.concatenate([v.labels for v in splits.values()]), replicated)
+    host_images = np.concatenate([v.images for v in splits.values()])
+    host_labels = np.concatenate([v.labels for v in splits.values()])
+    distributed.assert_same_everywhere(host_images, host_labels, what="images or labels")
+    self.images, self.labels = distributed.put((host_images, host_labels), NamedSharding(mesh, P()))
     self.unreadable = []  # files that failed were dropped while decoding (data.skipped_files)
 
   def example_batch(self) -> tuple:
@@ -91,17 +92,20 @@ class ResidentFeed:
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     """(logits, labels) of a split."""
-    logits = evaluation.predict_logits(
-        lambda p, bs, images, index: eval_step(p, bs, images, self._index(index)),
-        params, batch_stats, self.images, self.ranges[split_name], self.eval_batch)
+    def step(p, bs, images, index):
+      return distributed.to_host(eval_step(p, bs, images, self._index(index)))
+    logits = evaluation.predict_logits(step, params, batch_stats, self.images,
+                                       self.ranges[split_name], self.eval_batch)
     return logits, self.splits[split_name].labels
 
   def _index(self, index: np.ndarray):
-    return jax.device_put(index, self.sharded)
+    return distributed.put(index, self.sharded)
 
 
 class StreamFeed:
-  """Batches decoded by a grain pipeline while training, put on the device sharded over 'data'."""
+  """Batches decoded by a grain pipeline while training, put on the device sharded over 'data'.
+  With several processes each decodes the whole global batch and places its own shards (simple
+  and correct; decoding only the local shard would save the other processes' share)."""
   make_train_step = staticmethod(steps.make_batch_train_step)
   make_eval_step = staticmethod(steps.make_batch_eval_step)
 
@@ -110,6 +114,8 @@ class StreamFeed:
     self.seed, self.balanced = config.seed, config.train.get("balanced_sampling", False)
     self.image_size, self.options = config.data.image_size, options
     self.sharded = NamedSharding(mesh, P("data"))
+    listed = "\n".join(p for v in splits.values() for p in v.paths).encode()
+    distributed.assert_same_everywhere(np.frombuffer(listed, np.uint8), what="file lists")
     self.unreadable = []  # files found undecodable while streaming, for data.skipped_files
 
   def example_batch(self) -> tuple:
@@ -135,7 +141,7 @@ class StreamFeed:
       self._note_unreadable(batch)
       n, ok = len(batch["label"]), batch["error"] == ""
       images = np.concatenate([batch["image"], self._zeros(self.eval_batch - n)])
-      logits.append(np.asarray(eval_step(params, batch_stats, self._put(images)))[:n][ok])
+      logits.append(distributed.to_host(eval_step(params, batch_stats, self._put(images)))[:n][ok])
       labels.append(batch["label"][ok])
     if not logits:
       return np.zeros((0, 0), np.float32), np.zeros(0, np.int32)
@@ -145,7 +151,7 @@ class StreamFeed:
     return np.zeros((n, self.image_size, self.image_size, 3), np.uint8)
 
   def _put(self, array: np.ndarray):
-    return jax.device_put(array, self.sharded)
+    return distributed.put(array, self.sharded)
 
   def _note_unreadable(self, batch: dict):
     for message in batch["error"][batch["error"] != ""]:

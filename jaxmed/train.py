@@ -25,24 +25,27 @@ import numpy as np
 
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from jaxmed import (callbacks, checkpoint, evaluation, input_path, losses, metrics, optim, report,
-                    run_info)
+from jaxmed import (callbacks, checkpoint, distributed, evaluation, input_path, losses, metrics,
+                    optim, report, run_info)
 from jaxmed.data import discover, folder
 from jaxmed.interrupts import catch_stop_signals
-from tensorboardX import SummaryWriter
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
+from tensorboardX import SummaryWriter
 from jaxmed.progress import Progress, format_seconds
 from jaxmed.steps import StepOptions, TrainState
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 flags.DEFINE_string("workdir", None, "Output folder; default runs/<config>-<timestamp>.")
+flags.DEFINE_bool("distributed", False, "Join the other processes of a multi-host job "
+                  "(jax.distributed.initialize; see jaxmed/distributed.py).")
 FLAGS = flags.FLAGS
 log = logging.getLogger("jaxmed")
 
 
 def say(message: str):
-  print(message, flush=True)
+  if distributed.is_primary():
+    print(message, flush=True)
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -150,7 +153,9 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   """Runs (or resumes) the whole job; returns the summary, or None when stopped by a signal."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  primary = distributed.is_primary()  # with several processes, process 0 writes the files
+  if primary:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
@@ -160,7 +165,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
     say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))
   if data_record["skipped_files"]:
     say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
-  write_json_atomic(workdir / "classes.json", {"classes": classes})
+  if primary:
+    write_json_atomic(workdir / "classes.json", {"classes": classes})
   train_split = splits["train"]
   batch_size = min(config.train.batch_size, len(train_split))
   if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
@@ -175,8 +181,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
 
   arch = get_architecture(config.model.arch)
   model = create_model(config.model, len(classes))
-  params, batch_stats = jax.device_put(init_variables(model, config, config.data.image_size),
-                                       replicated)
+  params, batch_stats = distributed.put(init_variables(model, config, config.data.image_size),
+                                        replicated)
   steps_per_epoch = len(train_split) // batch_size
   train_counts = np.bincount(train_split.labels, minlength=len(classes))
   weights = losses.class_weights(config.train.get("class_weights"), train_counts)
@@ -193,13 +199,15 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
 
   ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
   resume = ckpt.latest_meta()
-  history = read_history(workdir, resume["epoch"] if resume else 0)
+  history = read_history(workdir, resume["epoch"] if resume else 0) if primary else []
   if resume:
     say(f"resuming from {ckpt.latest.directory} step {ckpt.latest.latest_step()}: phase "
         f"{resume['phase']}, {resume['epoch']} epochs done, {resume['step_in_epoch']} steps into the next")
     ckpt.best_value = resume.get("best_value")
-  metrics_file = open(workdir / "metrics.jsonl", "a")
-  tensorboard = SummaryWriter(str(workdir / "tensorboard"))  # `tensorboard --logdir WORKDIR`
+  metrics_file = distributed.primary_only(lambda: open(workdir / "metrics.jsonl", "a"))
+  # `tensorboard --logdir WORKDIR`
+  tensorboard = distributed.primary_only(lambda: SummaryWriter(str(workdir / "tensorboard")))
+  agree_to_stop = distributed.StopAgreement()  # all processes checkpoint and stop at one step
   epoch, global_step = 0, 0
   rng = jax.random.PRNGKey(config.seed + 1)
   total_epochs = config.frozen.epochs + config.finetune.epochs
@@ -221,9 +229,9 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
                                        None if phase == "frozen" else options.trainable_from)
       tx, schedule = optim.make_optimizer(phase_config, labels_tree, steps_per_epoch)
       plateau, early = make_callbacks(phase_config)
-      state = jax.device_put(TrainState(step=jnp.asarray(global_step), params=params,
-                                        batch_stats=batch_stats, opt_state=tx.init(params), rng=rng),
-                             replicated)
+      state = distributed.put(TrainState(step=jnp.asarray(global_step), params=params,
+                                         batch_stats=batch_stats, opt_state=tx.init(params), rng=rng),
+                              replicated)
       start_epoch, start_step, sums, stopped = 1, 0, [0.0, 0, 0], False
       if resume:  # this is the phase the checkpoint was written in
         state, meta = checkpoint.restore(ckpt.latest, state)
@@ -253,7 +261,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
                           if l == "trainable")
       say(f"phase {phase}: {phase_config.epochs} epochs x {steps_per_epoch} steps, batch "
           f"{batch_size}, {num_trainable:,} trainable parameters, {jax.device_count()} device(s)")
-      progress = Progress(phase_config.epochs * steps_per_epoch, batch_size)
+      progress = Progress(phase_config.epochs * steps_per_epoch, batch_size,
+                          stream=None if primary else distributed.Discard())
       for epoch_in_phase in range(start_epoch, phase_config.epochs + 1):
         if stopped:
           break
@@ -271,10 +280,11 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
             done = (epoch_in_phase - 1) * steps_per_epoch + i + 1
             progress.update(f"epoch {epoch + 1}/{total_epochs} ({phase})", done,
                             float(step_metrics["loss"]))
-          if stop or (every and global_step % every == 0 and i < steps_per_epoch - 1):
+          stop_now = agree_to_stop(stop, global_step)
+          if stop_now or (every and global_step % every == 0 and i < steps_per_epoch - 1):
             partial = add_to_sums(sums, step_losses, step_correct, global_step, phase, epoch + 1, ckpt)
             ckpt.save_latest(global_step, state, meta(epoch_in_phase - 1, i + 1, partial))
-            if stop:
+            if stop_now:
               ckpt.wait()
               progress.newline()
               say(f"stopped at step {global_step}; checkpoint saved. Re-run the same command "
@@ -331,7 +341,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
     results["test"] = evaluate("test", eval_params, eval_stats)
   final = results.get("test", results["val"])
   cm = np.asarray(final["confusion_matrix"])
-  report.write_report(workdir, history, cm, classes)
+  if primary:
+    report.write_report(workdir, history, cm, classes)
   say(f"\n{'test' if 'test' in results else 'val'} set ({final['num_examples']} images, "
       f"{config.train.evaluate} checkpoint):\n" + metrics.format_table(final, classes))
 
@@ -344,7 +355,8 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
       "timings": timings, "versions": run_info.versions(), "machine": run_info.machine(),
       "config": config.to_dict(),
   }
-  write_json_atomic(workdir / "summary.json", summary)
+  if primary:
+    write_json_atomic(workdir / "summary.json", summary)
   return summary
 
 
@@ -403,8 +415,10 @@ def main(argv):
   config = FLAGS.config
   if config is None:
     sys.exit("error: --config is required, e.g. --config configs/demo.py")
+  distributed.initialize(FLAGS.distributed)
   workdir = prepare_workdir(FLAGS.workdir, config_flags.get_config_filename(FLAGS["config"]))
   check_resumable(workdir, config)
+  distributed.barrier("workdir checked")  # before process 0 rewrites config.json
   say(f"workdir: {workdir}   devices: {jax.devices()}")
   try:
     summary = train_and_evaluate(config, workdir)

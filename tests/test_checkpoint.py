@@ -21,4 +21,8 @@ def test_checkpoint_restores_an_identical_state(tmp_path, frozen_run):
                                                 "batch_stats": state.batch_stats})
   assert best_meta["epoch"] == 1 and best_meta["val_accuracy"] == 0.5
   assert ckpt.best.latest_step() == 1 and ckpt.latest.latest_step() == 2
+  ckpt.save_latest(3, state, {"phase": "frozen", "epoch": 2, "step_in_epoch": 1})  # mid-epoch
   ckpt.close()
+  reopened = checkpoint.Checkpoints(tmp_path / "run")  # what a resumed run reads
+  assert reopened.latest_meta()["best_value"] == 0.5
+  reopened.close()

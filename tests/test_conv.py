@@ -95,3 +95,35 @@ def test_dense_conv_routes_to_lax(impl, monkeypatch):
     y = conv.conv2d(x, kernel, strides, padding)
     np.testing.assert_array_equal(y, conv.conv_reference(x, kernel, strides, padding))
     assert _count_grouped_convs(lambda x, k: conv.conv2d(x, k, strides, padding), x, kernel) == 1
+
+
+def _compare_dense(x, kernel, strides, padding, monkeypatch):
+  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
+  fast = jax.jit(lambda x, k: conv.conv2d(x, k, strides, padding))
+  ref = jax.jit(lambda x, k: conv.conv_reference(x, k, strides, padding))
+  hlo = fast.lower(x, kernel).as_text()
+  assert "stablehlo.convolution" not in hlo and "dot_general" in hlo  # really the GEMM path
+  y, dx, dk = _value_and_grads(fast, x, kernel)
+  y_ref, dx_ref, dk_ref = _value_and_grads(ref, x, kernel)
+  assert y.shape == y_ref.shape and dx.shape == x.shape and dk.shape == kernel.shape
+  np.testing.assert_allclose(y, y_ref, atol=ATOL, rtol=0)
+  np.testing.assert_allclose(dx, dx_ref, atol=ATOL, rtol=0)
+  scale = float(jnp.max(jnp.abs(dk_ref)))
+  np.testing.assert_allclose(dk, dk_ref, atol=1e-5 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((0, 0), (0, 0))], ids=str)
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9)], ids=str)
+def test_pointwise_gemm_matches_lax(hw, padding, stride, monkeypatch):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(3, *hw, 6)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(1, 1, 6, 5)), jnp.float32)
+  _compare_dense(x, kernel, (stride, stride), padding, monkeypatch)
+
+
+def test_dense_convs_that_are_not_1x1_keep_lax(monkeypatch):
+  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
+  x = jnp.ones((1, 8, 8, 4))
+  for kernel, padding in ((jnp.ones((3, 3, 4, 2)), "SAME"), (jnp.ones((1, 1, 4, 2)), ((1, 1), (1, 1)))):
+    assert _count_grouped_convs(lambda x, k: conv.conv2d(x, k, (1, 1), padding), x, kernel) == 1

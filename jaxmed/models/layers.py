@@ -5,6 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxmed.ops import batchnorm
 from jaxmed.ops.conv import conv2d
 
 Padding = Any  # 'SAME' | 'VALID' | ((top, bottom), (left, right))
@@ -49,12 +50,35 @@ class DepthwiseConv(nn.Module):
     return y
 
 
+class BatchNorm(nn.Module):
+  """`nn.BatchNorm` (same variables: params scale/bias, batch_stats mean/var; same arithmetic)
+  with the activation that follows it fused in, so training mode runs `ops.batchnorm`'s
+  hand-written backward. `momentum` is Flax's: Keras' 0.99, torch's momentum 0.1 is 0.9 here."""
+  use_running_average: bool
+  momentum: float = 0.99
+  epsilon: float = 1e-3
+  activation: Any = None  # None | 'relu' | 'relu6'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if self.use_running_average:
+      z = batchnorm.normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
+      return batchnorm.activate(z, self.activation).astype(self.dtype)
+    y, mean, var = batchnorm.batch_norm_train(x, scale, bias, self.epsilon, self.activation)
+    if not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y.astype(self.dtype)
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """TF/Keras 'SAME' padding for one axis, as explicit (before, after)."""
   out = -(-size // stride)
   total = max((out - 1) * stride + kernel - size, 0)
   return total // 2, total - total // 2
-
-
-def relu6(x):
-  return jnp.clip(x, 0, 6)

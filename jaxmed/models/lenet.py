@@ -43,8 +43,8 @@ class LeNet(nn.Module):
         x = jax.lax.stop_gradient(x)
       x = Conv(width, (3, 3), padding="SAME", use_bias=False,
                dtype=self.dtype, name=f"block{stage + 1}_conv")(x)
-      x = nn.relu(keras_bn(f"block{stage + 1}_bn", x, train=train,
-                           frozen=stage < trainable_from, dtype=self.dtype))
+      x = keras_bn(f"block{stage + 1}_bn", x, train=train, frozen=stage < trainable_from,
+                   dtype=self.dtype, activation="relu")
       x = nn.max_pool(x, (2, 2), (2, 2))
     if trainable_from == len(self.widths):
       x = jax.lax.stop_gradient(x)

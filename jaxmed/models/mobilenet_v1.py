@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmed.models.architecture import Architecture
-from jaxmed.models.layers import Conv, DepthwiseConv, relu6, same_padding
+from jaxmed.models.layers import BatchNorm, Conv, DepthwiseConv, same_padding
 
 # (pointwise filters at alpha 1, depthwise stride) of blocks 1..13 (Keras' `_depthwise_conv_block`).
 BLOCK_SPEC = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
@@ -35,10 +35,12 @@ def stage_of(layer_name: str) -> int:
   raise ValueError(f"not a MobileNet layer: {layer_name}")
 
 
-def keras_bn(name, x, *, train: bool, frozen: bool, dtype, momentum=0.99, epsilon=1e-3):
-  """Keras BatchNormalization: batch statistics only when training an unfrozen stage."""
-  return nn.BatchNorm(use_running_average=frozen or not train, momentum=momentum,
-                      epsilon=epsilon, dtype=dtype, name=name)(x)
+def keras_bn(name, x, *, train: bool, frozen: bool, dtype, momentum=0.99, epsilon=1e-3,
+             activation=None):
+  """Keras BatchNormalization (+ the activation after it): batch statistics only when training
+  an unfrozen stage."""
+  return BatchNorm(use_running_average=frozen or not train, momentum=momentum, epsilon=epsilon,
+                   activation=activation, dtype=dtype, name=name)(x)
 
 
 def convert_keras_layers(layers: dict[str, dict[str, np.ndarray]], required: Iterable[str],
@@ -96,23 +98,24 @@ class MobileNetV1(nn.Module):
     def freeze_below(y, stage):
       return jax.lax.stop_gradient(y) if stage == trainable_from else y
 
-    def bn(name, y, stage):
-      return keras_bn(name, y, train=train, frozen=stage < trainable_from, dtype=self.dtype)
+    def bn(name, y, stage):  # always followed by ReLU6 in MobileNet
+      return keras_bn(name, y, train=train, frozen=stage < trainable_from, dtype=self.dtype,
+                      activation="relu6")
 
     x = freeze_below(x, 0)
     p = (same_padding(x.shape[1], 3, 2), same_padding(x.shape[2], 3, 2))
     x = Conv(int(32 * self.alpha), (3, 3), (2, 2), p, use_bias=False, dtype=self.dtype,
              name="conv1")(x)
-    x = relu6(bn("conv1_bn", x, 0))
+    x = bn("conv1_bn", x, 0)
     for block, (filters, stride) in enumerate(BLOCK_SPEC, start=1):
       x = freeze_below(x, block)
       pad = ((1, 1), (1, 1)) if stride == 1 else ((0, 1), (0, 1))  # Keras' ZeroPadding2D + VALID
       x = DepthwiseConv((3, 3), (stride, stride), pad, dtype=self.dtype,
                         name=f"conv_dw_{block}")(x)
-      x = relu6(bn(f"conv_dw_{block}_bn", x, block))
+      x = bn(f"conv_dw_{block}_bn", x, block)
       x = Conv(int(filters * self.alpha), (1, 1), use_bias=False, dtype=self.dtype,
                name=f"conv_pw_{block}")(x)
-      x = relu6(bn(f"conv_pw_{block}_bn", x, block))
+      x = bn(f"conv_pw_{block}_bn", x, block)
     x = freeze_below(x, NUM_STAGES)
     if self.include_top:  # logits; Keras applies softmax in an Activation layer after the reshape
       x = x.astype(jnp.float32).mean(axis=(1, 2), keepdims=True)

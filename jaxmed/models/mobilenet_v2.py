@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmed.models.architecture import Architecture
-from jaxmed.models.layers import Conv, DepthwiseConv, relu6, same_padding
+from jaxmed.models.layers import BatchNorm, Conv, DepthwiseConv, same_padding
 from jaxmed.weights.convert import (keras_layers_to_variables, torch_bn, torch_conv, torch_depthwise,
                                     torch_linear)
 
@@ -65,9 +65,10 @@ class MobileNetV2(nn.Module):
         return (1, 1)
       return same_padding(size, 3, stride)
 
-    def bn(name, y, stage):
-      return nn.BatchNorm(use_running_average=not (train and stage >= trainable_from),
-                          momentum=momentum, epsilon=eps, dtype=self.dtype, name=name)(y)
+    def bn(name, y, stage, activation=None):
+      return BatchNorm(use_running_average=not (train and stage >= trainable_from),
+                       momentum=momentum, epsilon=eps, activation=activation, dtype=self.dtype,
+                       name=name)(y)
 
     def freeze_below(y, stage):
       return jax.lax.stop_gradient(y) if stage == trainable_from else y
@@ -76,7 +77,7 @@ class MobileNetV2(nn.Module):
     x = freeze_below(x, 0)
     p = (pad(x.shape[1], 2), pad(x.shape[2], 2))
     x = Conv(stem, (3, 3), (2, 2), p, use_bias=False, dtype=self.dtype, name="Conv1")(x)
-    x = relu6(bn("bn_Conv1", x, 0))
+    x = bn("bn_Conv1", x, 0, "relu6")
 
     block_id = 0
     for t, c, n, s in BLOCK_SPEC:
@@ -90,11 +91,11 @@ class MobileNetV2(nn.Module):
         if block_id:
           x = Conv(t * x.shape[-1], (1, 1), use_bias=False, dtype=self.dtype,
                    name=prefix + "expand")(x)
-          x = relu6(bn(prefix + "expand_BN", x, stage))
+          x = bn(prefix + "expand_BN", x, stage, "relu6")
         p = (pad(x.shape[1], stride), pad(x.shape[2], stride))
         x = DepthwiseConv((3, 3), (stride, stride), p, dtype=self.dtype,
                           name=prefix + "depthwise")(x)
-        x = relu6(bn(prefix + "depthwise_BN", x, stage))
+        x = bn(prefix + "depthwise_BN", x, stage, "relu6")
         x = Conv(out, (1, 1), use_bias=False, dtype=self.dtype, name=prefix + "project")(x)
         x = bn(prefix + "project_BN", x, stage)
         if stride == 1 and inputs.shape[-1] == out:
@@ -105,7 +106,7 @@ class MobileNetV2(nn.Module):
         make_divisible(1280 * self.alpha) if self.alpha > 1.0 else 1280)
     x = freeze_below(x, NUM_STAGES - 1)
     x = Conv(last, (1, 1), use_bias=False, dtype=self.dtype, name="Conv_1")(x)
-    x = relu6(bn("Conv_1_bn", x, NUM_STAGES - 1))
+    x = bn("Conv_1_bn", x, NUM_STAGES - 1, "relu6")
     x = freeze_below(x, NUM_STAGES)
     if self.include_top:  # logits; Keras applies softmax inside 'predictions'
       x = nn.Dense(self.num_classes, name="predictions")(x.astype(jnp.float32).mean(axis=(1, 2)))

@@ -2,11 +2,13 @@
 backbone is never fed the normalisation of another training recipe."""
 
 import jax.numpy as jnp
+import numpy as np
 
-# Keras' `imagenet_utils.preprocess_input` modes and torchvision's ImageNet mean/std.
-_IMAGENET_MEAN = jnp.array([0.485, 0.456, 0.406])
-_IMAGENET_STD = jnp.array([0.229, 0.224, 0.225])
-_CAFFE_MEAN_BGR = jnp.array([103.939, 116.779, 123.68])
+# Keras' `imagenet_utils.preprocess_input` modes and torchvision's ImageNet mean/std. numpy, not
+# jnp: a device array made at import would start the backend before jax.distributed.initialize.
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
 MODES = ("tf", "torch", "caffe", "unit")
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmed.models.architecture import Architecture
-from jaxmed.models.layers import Conv
+from jaxmed.models.layers import BatchNorm, Conv
 
 # (stack name, bottleneck filters, blocks, stride of the stack); Keras' ResNet50 / ResNet50V2 stack_fn.
 STACKS_V1 = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
@@ -77,9 +77,10 @@ class ResNet50(nn.Module):
       return Conv(features, (kernel, kernel), (stride, stride), padding, use_bias=bias,
                   dtype=self.dtype, name=name)(y)
 
-    def bn(name, y, stage):  # Keras defaults: momentum 0.99
-      return nn.BatchNorm(use_running_average=not (train and stage >= trainable_from),
-                          momentum=0.99, epsilon=BN_EPS, dtype=self.dtype, name=name)(y)
+    def bn(name, y, stage, activation=None):  # Keras defaults: momentum 0.99
+      return BatchNorm(use_running_average=not (train and stage >= trainable_from),
+                       momentum=0.99, epsilon=BN_EPS, activation=activation, dtype=self.dtype,
+                       name=name)(y)
 
     def freeze_below(y, stage):
       return jax.lax.stop_gradient(y) if stage == trainable_from else y
@@ -87,7 +88,7 @@ class ResNet50(nn.Module):
     x = freeze_below(x, 0)
     x = conv("conv1_conv", x, 64, 7, 2, ((3, 3), (3, 3)))  # conv1_pad + 'valid'
     if not self.preact:
-      x = nn.relu(bn("conv1_bn", x, 0))
+      x = bn("conv1_bn", x, 0, "relu")
     x = max_pool_zero_padded(x)
 
     stage = 1
@@ -105,7 +106,7 @@ class ResNet50(nn.Module):
 
     if self.preact:
       x = freeze_below(x, stage)
-      x = nn.relu(bn("post_bn", x, stage))
+      x = bn("post_bn", x, stage, "relu")
     x = freeze_below(x, num_stages(self.preact))
     if self.include_top:  # logits; Keras applies softmax inside 'predictions'
       x = nn.Dense(self.num_classes, name="predictions")(x.astype(jnp.float32).mean(axis=(1, 2)))
@@ -116,21 +117,21 @@ class ResNet50(nn.Module):
     shortcut = x
     if projection:
       shortcut = bn(name + "0_bn", conv(name + "0_conv", x, 4 * filters, 1, stride))
-    y = nn.relu(bn(name + "1_bn", conv(name + "1_conv", x, filters, 1, stride)))
-    y = nn.relu(bn(name + "2_bn", conv(name + "2_conv", y, filters, 3, 1, PAD1)))  # 'SAME'
+    y = bn(name + "1_bn", conv(name + "1_conv", x, filters, 1, stride), activation="relu")
+    y = bn(name + "2_bn", conv(name + "2_conv", y, filters, 3, 1, PAD1), activation="relu")
     y = bn(name + "3_bn", conv(name + "3_conv", y, 4 * filters, 1))
     return nn.relu(shortcut + y)
 
   @staticmethod
   def _block_v2(x, conv, bn, name, filters, stride, projection):
-    preact = nn.relu(bn(name + "preact_bn", x))
+    preact = bn(name + "preact_bn", x, activation="relu")
     if projection:
       shortcut = conv(name + "0_conv", preact, 4 * filters, 1, stride)
     else:  # Keras: MaxPooling2D(1, strides=stride), i.e. subsampling
       shortcut = x[:, ::stride, ::stride] if stride > 1 else x
-    y = nn.relu(bn(name + "1_bn", conv(name + "1_conv", preact, filters, 1, bias=False)))
+    y = bn(name + "1_bn", conv(name + "1_conv", preact, filters, 1, bias=False), activation="relu")
     y = conv(name + "2_conv", y, filters, 3, stride, PAD1, bias=False)  # 2_pad + 'valid'
-    y = nn.relu(bn(name + "2_bn", y))
+    y = bn(name + "2_bn", y, activation="relu")
     return shortcut + conv(name + "3_conv", y, 4 * filters, 1)
 
 

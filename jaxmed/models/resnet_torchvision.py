@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmed.models.architecture import Architecture
-from jaxmed.models.layers import Conv
+from jaxmed.models.layers import BatchNorm, Conv
 from jaxmed.models.resnet import assemble
 
 # name -> (block type, blocks per layer); torchvision's resnet18 / resnet34 / resnet50.
@@ -59,15 +59,16 @@ class TorchvisionResNet(nn.Module):
       return Conv(features, (kernel, kernel), (stride, stride), ((p, p), (p, p)), use_bias=False,
                   dtype=self.dtype, name=name)(y)
 
-    def bn(name, y, stage):  # torch momentum 0.1 is Flax momentum 0.9
-      return nn.BatchNorm(use_running_average=not (train and stage >= trainable_from),
-                          momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name)(y)
+    def bn(name, y, stage, activation=None):  # torch momentum 0.1 is Flax momentum 0.9
+      return BatchNorm(use_running_average=not (train and stage >= trainable_from),
+                       momentum=0.9, epsilon=1e-5, activation=activation, dtype=self.dtype,
+                       name=name)(y)
 
     def freeze_below(y, stage):
       return jax.lax.stop_gradient(y) if stage == trainable_from else y
 
     x = freeze_below(x, 0)
-    x = nn.relu(bn("bn1", conv("conv1", x, 64, 7, 2), 0))
+    x = bn("bn1", conv("conv1", x, 64, 7, 2), 0, "relu")
     # torch's MaxPool2d pads with -inf; Flax's max_pool pads with its -inf init value.
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
@@ -83,11 +84,11 @@ class TorchvisionResNet(nn.Module):
           shortcut = b(name + "downsample_1", conv(name + "downsample_0", x, width * expansion, 1,
                                                     stride))
         if self.block == "bottleneck":
-          y = nn.relu(b(name + "bn1", conv(name + "conv1", x, width, 1)))
-          y = nn.relu(b(name + "bn2", conv(name + "conv2", y, width, 3, stride)))
+          y = b(name + "bn1", conv(name + "conv1", x, width, 1), activation="relu")
+          y = b(name + "bn2", conv(name + "conv2", y, width, 3, stride), activation="relu")
           y = b(name + "bn3", conv(name + "conv3", y, width * expansion, 1))
         else:
-          y = nn.relu(b(name + "bn1", conv(name + "conv1", x, width, 3, stride)))
+          y = b(name + "bn1", conv(name + "conv1", x, width, 3, stride), activation="relu")
           y = b(name + "bn2", conv(name + "conv2", y, width, 3))
         x = nn.relu(shortcut + y)
         stage += 1

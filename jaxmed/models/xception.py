@@ -76,14 +76,15 @@ class Xception(nn.Module):
     def freeze_below(y, stage):
       return jax.lax.stop_gradient(y) if stage == trainable_from else y
 
-    def bn(name, y, stage):
-      return keras_bn(name, y, train=train, frozen=stage < trainable_from, dtype=self.dtype)
+    def bn(name, y, stage, activation=None):
+      return keras_bn(name, y, train=train, frozen=stage < trainable_from, dtype=self.dtype,
+                      activation=activation)
 
     x = freeze_below(x, 0)
     for i, (filters, stride) in enumerate(((32, 2), (64, 1)), start=1):
       x = Conv(filters, (3, 3), (stride, stride), "VALID", use_bias=False, dtype=self.dtype,
                name=f"block1_conv{i}")(x)
-      x = nn.relu(bn(f"block1_conv{i}_bn", x, 0))
+      x = bn(f"block1_conv{i}_bn", x, 0, "relu")
 
     for block, (widths, res_width) in BLOCKS.items():
       stage = block - 1
@@ -100,9 +101,7 @@ class Xception(nn.Module):
         if block != 14 and (block != 2 or i > 1):
           x = nn.relu(x)
         x = SeparableConv(width, dtype=self.dtype, name=f"block{block}_sepconv{i}")(x)
-        x = bn(f"block{block}_sepconv{i}_bn", x, stage)
-        if block == 14:
-          x = nn.relu(x)
+        x = bn(f"block{block}_sepconv{i}_bn", x, stage, "relu" if block == 14 else None)
       if res_width:
         x = nn.max_pool(x, (3, 3), (2, 2), "SAME")  # TF 'SAME' pooling ignores the padding
       if block != 14:
