@@ -1,6 +1,7 @@
 """The streaming input path (jaxmed/data/stream.py, jaxmed/input_path.py): the same batches and
 pixels as the device-resident path, the same trained parameters, the auto choice by memory budget,
-resume mid-epoch, worker processes, and unreadable files that do not stop a run."""
+resume mid-epoch, grain worker processes, two training processes, and unreadable files that do not
+stop a run."""
 
 import json
 import signal
@@ -174,3 +175,18 @@ def test_streamed_run_killed_mid_epoch_resumes_to_the_same_parameters(tmp_path):
   skipped = [json.loads((d / "summary.json").read_text())["data"]["skipped_files"]
              for d in (tmp_path / "full", killed)]
   assert skipped[0] == skipped[1] and [m for m in skipped[0] if "broken.png" in m]
+
+
+def test_two_processes_streaming_train_like_two_resident_processes(tmp_path):
+  # Each process decodes the global batch and places its own devices' shards (distributed.put).
+  from test_multiprocess import _finish, _start_two  # LeNet, 2 processes x 2 CPU devices
+  root = write_label_tree(tmp_path / "data", {"train": {"a": 12, "b": 12, "c": 8},
+                                              "test": {"a": 4, "b": 4, "c": 4}})
+  short = ("--config.frozen.epochs=0", "--config.finetune.epochs=1")
+  for path in ("resident", "stream"):
+    procs = _start_two(root, tmp_path / path, f"--config.data.input_path={path}", *short)
+    outputs = _finish(procs)
+    for p, out in zip(procs, outputs):
+      assert p.returncode == 0, out
+    assert "4 device(s)" in outputs[0] and f"input path: {path}" in outputs[0]
+  assert _sha(tmp_path / "stream") == _sha(tmp_path / "resident")
