@@ -13,7 +13,9 @@ decoding, before validation is carved from train, so with a broken train file th
 split, and then train, differently.
 
 Worker processes (`workers > 0`, grain's mp_prefetch) need absl flags parsed and a `__main__`
-guard in the main program, which `python -m jaxmed.train` has.
+guard in the main program, which `python -m jaxmed.train` has. They are spawned anew for every
+epoch and every evaluation (seconds each), so they pay off only when an epoch's decoding takes
+much longer than that.
 """
 
 import dataclasses
