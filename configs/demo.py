@@ -23,6 +23,13 @@ def get_config():
   c.data.val_fraction = 0.15
   c.data.manifest = ml_collections.FieldReference(None, field_type=str)  # python -m jaxmed.split
   c.data.dedupe = ml_collections.FieldReference(None, field_type=str)  # 'cross_split'
+  # Input path (jaxmed/input_path.py): 'resident' decodes every split once onto the device and
+  # gathers batches there; 'stream' decodes batches while training (grain pipeline); 'auto' is
+  # resident when the decoded uint8 images of all splits fit in the budget (MiB), else stream.
+  c.data.input_path = "auto"
+  c.data.device_memory_budget_mb = 2048.0
+  c.data.stream_threads = 4  # decode threads per process when streaming
+  c.data.stream_workers = 0  # > 0: grain worker processes (needs `python -m jaxmed.train`)
 
   # On-device augmentation with Keras ImageDataGenerator's option names (jaxmed/augment), applied
   # per example inside the compiled step. Preview: python -m jaxmed.augment --config ... --out x.png

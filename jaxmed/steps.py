@@ -1,5 +1,10 @@
-"""The compiled train and eval steps. The dataset lives on the device; a step receives batch
-indices and gathers its images there, so steady-state training moves no image data from the host.
+"""The compiled train and eval steps, with a front for each input path (jaxmed/input_path.py):
+
+- gather (device-resident data): the step receives the whole uint8 dataset on the device and a
+  batch of indices, and gathers its images there, so training moves no image data from the host;
+- batch (streamed data): the step receives the uint8 batch itself, sharded over the 'data' axis.
+
+Both fronts call the same inner step, so given the same batch they compute the same update.
 Augmentation runs inside the step, per example, on the device."""
 
 from typing import Any, Callable, Optional
@@ -30,15 +35,11 @@ class StepOptions:
   focal_gamma: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
-def make_train_step(model, tx, options: StepOptions, class_weights=None,
-                    augment: Optional[Callable] = None):
-  """Returns step(state, images, labels, batch_index, lr_scale) -> (state, metrics), jitted with
-  the state donated. `lr_scale` (reduce-on-plateau) multiplies the updates; it is an input, so
-  changing it does not recompile."""
+def _train_on_batch(model, tx, options: StepOptions, class_weights, augment):
+  """The step proper: (state, x uint8 (B, H, W, 3), y (B,), lr_scale) -> (state, metrics)."""
   num_classes = model.head.num_classes
 
-  def step(state: TrainState, images, labels, batch_index, lr_scale):
-    x, y = images[batch_index], labels[batch_index]
+  def step(state: TrainState, x, y, lr_scale):
     step_rng = jax.random.fold_in(state.rng, state.step)
     dropout_rng, augment_rng = jax.random.split(step_rng)
     targets = jax.nn.one_hot(y, num_classes)
@@ -64,15 +65,40 @@ def make_train_step(model, tx, options: StepOptions, class_weights=None,
                               opt_state=opt_state)
     return new_state, {"loss": loss, "correct": correct}
 
+  return step
+
+
+def make_train_step(model, tx, options: StepOptions, class_weights=None,
+                    augment: Optional[Callable] = None):
+  """Returns step(state, images, labels, batch_index, lr_scale) -> (state, metrics), jitted with
+  the state donated; the batch is images[batch_index] gathered on the device. `lr_scale`
+  (reduce-on-plateau) multiplies the updates; it is an input, so changing it does not recompile."""
+  inner = _train_on_batch(model, tx, options, class_weights, augment)
+
+  def step(state, images, labels, batch_index, lr_scale):
+    return inner(state, images[batch_index], labels[batch_index], lr_scale)
+
   return jax.jit(step, donate_argnums=(0,))
+
+
+def make_batch_train_step(model, tx, options: StepOptions, class_weights=None,
+                          augment: Optional[Callable] = None):
+  """Returns step(state, batch_images, batch_labels, lr_scale) -> (state, metrics): the same step
+  as make_train_step, fed the batch itself (the streaming input path)."""
+  return jax.jit(_train_on_batch(model, tx, options, class_weights, augment), donate_argnums=(0,))
+
+
+def _logits(model, params, batch_stats, x):
+  return model.apply({"params": params, "batch_stats": batch_stats}, x,
+                     train=False).astype(jnp.float32)
 
 
 def make_eval_step(model):
   """Returns jit(step)(params, batch_stats, images, batch_index) -> logits (float32)."""
+  return jax.jit(lambda params, batch_stats, images, batch_index:
+                 _logits(model, params, batch_stats, images[batch_index]))
 
-  @jax.jit
-  def step(params, batch_stats, images, batch_index):
-    return model.apply({"params": params, "batch_stats": batch_stats}, images[batch_index],
-                       train=False).astype(jnp.float32)
 
-  return step
+def make_batch_eval_step(model):
+  """Returns jit(step)(params, batch_stats, batch_images) -> logits (float32)."""
+  return jax.jit(lambda params, batch_stats, x: _logits(model, params, batch_stats, x))

@@ -2,9 +2,10 @@
 
   python -m jaxmed.train --config configs/demo.py [--workdir DIR] [--config.KEY=VALUE ...]
 
-Data flows one way: label folders -> split -> decoded uint8 arrays on the device -> compiled
-train step (batch gathered by index on the device) -> per-epoch validation -> checkpoints ->
-test evaluation -> metrics.jsonl, summary.json and report/ in the workdir.
+Data flows one way: label folders -> split -> decoded uint8 images (on the device when they fit
+data.device_memory_budget_mb, else streamed batch by batch; jaxmed/input_path.py) -> compiled
+train step -> per-epoch validation -> checkpoints -> test evaluation -> metrics.jsonl,
+summary.json and report/ in the workdir.
 """
 
 import json
@@ -24,15 +25,15 @@ import numpy as np
 
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from jaxmed import (callbacks, checkpoint, distributed, evaluation, losses, metrics, optim, report,
-                    run_info)
-from jaxmed.data import discover, folder, sampling
+from jaxmed import (callbacks, checkpoint, distributed, evaluation, input_path, losses, metrics,
+                    optim, report, run_info)
+from jaxmed.data import discover, folder
 from jaxmed.interrupts import catch_stop_signals
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
 from tensorboardX import SummaryWriter
 from jaxmed.progress import Progress, format_seconds
-from jaxmed.steps import StepOptions, TrainState, make_eval_step, make_train_step
+from jaxmed.steps import StepOptions, TrainState
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 flags.DEFINE_string("workdir", None, "Output folder; default runs/<config>-<timestamp>.")
@@ -48,12 +49,14 @@ def say(message: str):
 
 
 # ---------------------------------------------------------------------------------------- data
-def load_data(config) -> tuple[list[str], dict[str, folder.Split], dict]:
+def load_data(config, for_training: bool = False) -> tuple[list[str], dict[str, folder.Split], dict]:
   """Returns class names, {'train', 'val', 'test'?: Split} and a record of what was loaded.
 
   `data.root` is a folder (label directories at any depth), an archive, a MedMNIST .npz or
   `tfds:NAME`; `data.manifest` pins files, labels and splits; `data.dedupe='cross_split'` drops
-  val/test images whose content also occurs in train.
+  val/test images whose content also occurs in train. `for_training` chooses the input path
+  (record['input_path']) and leaves the images undecoded (Split.images None) when it is stream;
+  otherwise (evaluation, reports) they are always decoded.
   """
   data = config.data
   root = data.root
@@ -61,11 +64,16 @@ def load_data(config) -> tuple[list[str], dict[str, folder.Split], dict]:
     from jaxmed.data import synthetic
     say("NOTE: this run uses jaxmed's SYNTHETIC phantom dataset (generated, not real patients).")
     root = str(synthetic.ensure_demo_dataset(Path(data.root).expanduser()))
+  spec = str(Path(root).expanduser()) if not str(root).startswith("tfds:") else root
+  listing = discover.list_dataset(spec, data.get("manifest"))
+  choice = input_path.choose(data, listing.num_files) if for_training else None
+  if choice:
+    say(f"input path: {choice['path']} ({choice['reason']})")
   classes, splits, record = discover.load_dataset(
-      str(Path(root).expanduser()) if not str(root).startswith("tfds:") else root,
-      data.image_size, seed=config.seed, val_fraction=data.val_fraction,
-      manifest=data.get("manifest"), dedupe=data.get("dedupe"))
+      spec, data.image_size, seed=config.seed, val_fraction=data.val_fraction,
+      dedupe=data.get("dedupe"), listing=listing, decode=not choice or choice["path"] == "resident")
   record["synthetic"] = bool(data.get("synthetic", False))
+  record["input_path"] = choice
   return classes, splits, record
 
 
@@ -152,7 +160,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
     enable_compilation_cache()
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
   t0 = time.perf_counter()
-  classes, splits, data_record = load_data(config)
+  classes, splits, data_record = load_data(config, for_training=True)
   for s, counts in data_record["counts"].items():
     say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))
   if data_record["skipped_files"]:
@@ -160,28 +168,21 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   if primary:
     write_json_atomic(workdir / "classes.json", {"classes": classes})
   train_split = splits["train"]
-  # All splits in one device array, replicated over the 'data' mesh axis: steps gather their
-  # batch by index (sharded over devices), and one compiled eval step serves every split.
+  batch_size = min(config.train.batch_size, len(train_split))
+  if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
+    raise ValueError(f"train.batch_size {batch_size} and train.eval_batch_size must be multiples "
+                     f"of the {jax.device_count()} devices")
   mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
-  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  offsets = np.cumsum([0] + [len(v) for v in splits.values()])
-  ranges = {name: np.arange(offsets[i], offsets[i + 1], dtype=np.int32)
-            for i, name in enumerate(splits)}
-  host_images = np.concatenate([v.images for v in splits.values()])
-  host_labels = np.concatenate([v.labels for v in splits.values()])
-  distributed.assert_same_everywhere(host_images, host_labels, what="images or labels")
-  images, labels = distributed.put((host_images, host_labels), replicated)
-  del host_images, host_labels
+  replicated = NamedSharding(mesh, P())
+  # Resident: all splits on the device, batches gathered there. Stream: batches decoded by a
+  # grain pipeline while training. Same batches either way (jaxmed/input_path.py).
+  feed = input_path.make_feed(data_record["input_path"]["path"], splits, mesh, config, batch_size)
   timings["data_s"] = time.perf_counter() - t0
 
   arch = get_architecture(config.model.arch)
   model = create_model(config.model, len(classes))
   params, batch_stats = distributed.put(init_variables(model, config, config.data.image_size),
                                         replicated)
-  batch_size = min(config.train.batch_size, len(train_split))
-  if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
-    raise ValueError(f"train.batch_size {batch_size} and train.eval_batch_size must be multiples "
-                     f"of the {jax.device_count()} devices")
   steps_per_epoch = len(train_split) // batch_size
   train_counts = np.bincount(train_split.labels, minlength=len(classes))
   weights = losses.class_weights(config.train.get("class_weights"), train_counts)
@@ -191,10 +192,9 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   if config.get("augment"):
     from jaxmed.augment import make_augmenter
     augment = make_augmenter(config.augment)
-  eval_batch = config.train.eval_batch_size
   t_compile = time.perf_counter()
-  eval_step = make_eval_step(model).lower(
-      params, batch_stats, images, distributed.put(np.zeros(eval_batch, np.int32), sharded)).compile()
+  eval_step = feed.make_eval_step(model).lower(
+      params, batch_stats, *feed.example_eval_batch()).compile()
   timings["compile_s"] += time.perf_counter() - t_compile
 
   ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
@@ -213,15 +213,11 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   total_epochs = config.frozen.epochs + config.finetune.epochs
   every = config.train.get("checkpoint_every_steps", 0)
 
-  def sharded_eval_step(p, bs, all_images, batch_index):  # indices sharded over 'data'
-    return distributed.to_host(eval_step(p, bs, all_images, distributed.put(batch_index, sharded)))
-
   def evaluate(split_name, p, bs) -> dict:
     start = time.perf_counter()
-    logits = evaluation.predict_logits(sharded_eval_step, p, bs, images, ranges[split_name],
-                                       eval_batch)
+    logits, labels = feed.predict(eval_step, split_name, p, bs)
     timings["evaluate_s"] += time.perf_counter() - start
-    return evaluation.summarize(logits, splits[split_name].labels, classes)
+    return evaluation.summarize(logits, labels, classes)
 
   with catch_stop_signals() as stop:
     for phase_index, phase in enumerate(p for p in ("frozen", "finetune") if config[p].epochs > 0):
@@ -242,6 +238,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
         epoch, global_step = meta["epoch"], meta["global_step"]
         start_epoch, start_step = meta["epoch_in_phase"] + 1, meta["step_in_epoch"]
         sums, stopped = meta["train_sums"], meta["stopped"]
+        feed.unreadable[:] = meta.get("unreadable_files", [])  # found while streaming so far
         if plateau:
           plateau.load_state_dict(meta["plateau"])
         if early:
@@ -253,12 +250,12 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
                 "epoch_in_phase": epoch_in_phase, "step_in_epoch": step_in_epoch,
                 "global_step": global_step, "train_sums": sums, "stopped": stopped,
                 "plateau": plateau.state_dict() if plateau else None,
-                "early_stopping": early.state_dict() if early else None}
+                "early_stopping": early.state_dict() if early else None,
+                "unreadable_files": feed.unreadable}
 
       t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
-      train_step = make_train_step(model, tx, options, weights, augment).lower(
-          state, images, labels, distributed.put(np.zeros(batch_size, np.int32), sharded),
-          np.float32(1.0)).compile()
+      train_step = feed.make_train_step(model, tx, options, weights, augment).lower(
+          state, *feed.example_batch(), np.float32(1.0)).compile()
       timings["compile_s"] += time.perf_counter() - t_compile
       num_trainable = sum(x.size for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels_tree))
                           if l == "trainable")
@@ -269,15 +266,12 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
       for epoch_in_phase in range(start_epoch, phase_config.epochs + 1):
         if stopped:
           break
-        order = sampling.epoch_order(config.seed, epoch + 1, ranges["train"], train_split.labels,
-                                     config.train.get("balanced_sampling", False))
         t_epoch = time.perf_counter()
         scale = np.float32(plateau.scale if plateau else 1.0)
         step_losses, step_correct = [], []
-        for i in range(start_step, steps_per_epoch):
-          batch_index = distributed.put(order[i * batch_size:(i + 1) * batch_size].astype(np.int32),
-                                        sharded)
-          state, step_metrics = train_step(state, images, labels, batch_index, scale)
+        # The epoch's batches from start_step on: the data position saved in each checkpoint.
+        for i, batch in enumerate(feed.train_batches(epoch + 1, start_step), start_step):
+          state, step_metrics = train_step(state, *batch, scale)
           step_losses.append(step_metrics["loss"])
           step_correct.append(step_metrics["correct"])
           global_step += 1
@@ -353,6 +347,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
       f"{config.train.evaluate} checkpoint):\n" + metrics.format_table(final, classes))
 
   timings["total_s"] = time.perf_counter() - t0
+  data_record["skipped_files"] += feed.unreadable  # found while streaming (stream path only)
   summary = {
       "classes": classes, **results, "data": data_record,
       "final_params_sha256": final_sha, "evaluated": config.train.evaluate,

@@ -34,9 +34,9 @@ def _sha(workdir):
   return json.loads((Path(workdir) / "summary.json").read_text())["final_params_sha256"]
 
 
-def _start_and_signal(root, workdir, sig):
+def _start_and_signal(root, workdir, sig, *extra):
   """Starts a run, waits for its first mid-epoch checkpoint, sends `sig`; returns the process."""
-  proc = subprocess.Popen(_command(root, workdir), cwd=REPO, stdout=subprocess.PIPE,
+  proc = subprocess.Popen(_command(root, workdir, *extra), cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   latest = Path(workdir) / "checkpoints" / "latest"
   deadline = time.time() + 300

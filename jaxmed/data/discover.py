@@ -300,18 +300,25 @@ def discover_tfds(spec: str) -> Discovery:
   return Discovery(spec, "tfds", classes, lists, [], [], "TensorFlow Datasets data source")
 
 
-def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
-                 manifest: str | None = None, dedupe: str | None = None, workers=None):
-  """The trainer's entry point: (classes, {'train', 'val'[, 'test']: Split}, record).
+@dataclasses.dataclass
+class Listing:
+  """A dataset's files before decoding: classes, the standard splits' FileLists, the manifest's
+  sha256 per split (empty without one) and what discovery found (None with a manifest)."""
+  spec: str
+  classes: list[str]
+  lists: dict[str, FileList]
+  expected: dict[str, list[str]]
+  found: Discovery | None
+  manifest: str | None
 
-  Without a manifest, validation (when the data has none) is carved from train exactly as
-  before: `stratified_split(train labels, val_fraction, seed)` after unreadable files drop out.
-  With one, its files, labels, splits and order are used as written (sha256 checked).
-  `dedupe='cross_split'` drops val/test images whose content also occurs in train.
-  """
-  if dedupe not in (None, "", "none", "cross_split"):
-    raise ValueError(f"dedupe must be None or 'cross_split', got {dedupe!r}")
-  from jaxmed.data import folder, manifest as manifest_lib, split
+  @property
+  def num_files(self) -> int:
+    return sum(len(f.paths) for f in self.lists.values())
+
+
+def list_dataset(spec: str, manifest: str | None = None) -> Listing:
+  """Discovers `spec` (or reads the manifest) without decoding anything."""
+  from jaxmed.data import manifest as manifest_lib
   found, expected = None, {}
   if manifest:
     classes, lists, expected, _ = manifest_lib.read(manifest)
@@ -325,10 +332,35 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
   if len(classes) < 2:
     raise ValueError(f"{spec}: found only one class ({', '.join(classes) or 'none'}); a classifier "
                      f"needs at least 2 class folders, e.g. ROOT/train/<class>/<image>")
+  return Listing(spec, classes, lists, expected, found, manifest)
+
+
+def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
+                 manifest: str | None = None, dedupe: str | None = None, workers=None,
+                 listing: Listing | None = None, decode: bool = True):
+  """The trainer's entry point: (classes, {'train', 'val'[, 'test']: Split}, record).
+
+  Without a manifest, validation (when the data has none) is carved from train exactly as
+  before: `stratified_split(train labels, val_fraction, seed)` after unreadable files drop out.
+  With one, its files, labels, splits and order are used as written (sha256 checked).
+  `dedupe='cross_split'` drops val/test images whose content also occurs in train.
+  `listing` reuses a `list_dataset` result. `decode=False` leaves the images undecoded
+  (Split.images is None; the streaming input path): files are then only read when hashes are
+  needed, so a file that reads but does not decode stays in its split until it is streamed.
+  """
+  if dedupe not in (None, "", "none", "cross_split"):
+    raise ValueError(f"dedupe must be None or 'cross_split', got {dedupe!r}")
+  from jaxmed.data import folder, split
+  listing = listing or list_dataset(spec, manifest)
+  classes, lists, expected, found = listing.classes, listing.lists, listing.expected, listing.found
+  manifest = listing.manifest
   hashed = bool(manifest) or dedupe == "cross_split"
   splits, skipped, mismatched = {}, [], []
   for name, files in lists.items():
-    splits[name], errors = folder.decode_files(files, image_size, workers, with_hash=hashed)
+    if decode:
+      splits[name], errors = folder.decode_files(files, image_size, workers, with_hash=hashed)
+    else:
+      splits[name], errors = folder.list_files(files, workers, with_hash=hashed)
     skipped += errors
     if name in expected:  # the manifest's digests, by path, for the files that decoded
       want = dict(zip(map(str, files.paths), expected[name]))

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Split:
   """One split held in memory: images (N, H, W, 3) uint8, labels (N,) int32, source paths,
-  and (when decoded with hashing) each file's content sha256."""
-  images: np.ndarray
+  and (when decoded with hashing) each file's content sha256. `images` is None for a split that
+  is streamed (decoded batch by batch while training, jaxmed/data/stream.py)."""
+  images: np.ndarray | None
   labels: np.ndarray
   paths: list[str]
   sha256: list[str] | None = None
@@ -51,7 +52,8 @@ class Split:
 
   def subset(self, index: np.ndarray) -> "Split":
     sha = None if self.sha256 is None else [self.sha256[i] for i in index]
-    return Split(self.images[index], self.labels[index], [self.paths[i] for i in index], sha)
+    images = None if self.images is None else self.images[index]
+    return Split(images, self.labels[index], [self.paths[i] for i in index], sha)
 
 
 @dataclasses.dataclass
@@ -171,3 +173,33 @@ def decode_files(files: FileList, image_size: int, workers: int | None = None,
   shape = (0, image_size, image_size, 3)
   array = np.stack(images) if images else np.zeros(shape, np.uint8)
   return Split(array, np.asarray(labels, np.int32), paths, digests if with_hash else None), errors
+
+
+def list_files(files: FileList, workers: int | None = None,
+               with_hash: bool = False) -> tuple[Split, list[str]]:
+  """The split without decoding it (images=None), for streaming. With `with_hash` every file is
+  read (not decoded) for its sha256, and files that cannot be read are skipped as decode_files
+  skips them; a file that reads but does not decode is only found when it is streamed."""
+  labels = np.asarray(files.labels, np.int32)
+  paths = [str(p) for p in files.paths]
+  if not with_hash:
+    return Split(None, labels, paths), []
+  workers = workers or min(8, (os.cpu_count() or 1) + 2)
+  keep, digests, errors = [], [], []
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    for i, (path, (digest, error)) in enumerate(zip(paths, pool.map(_read_hash, paths))):
+      if error:
+        errors.append(f"{path}: cannot read file ({error})")
+        log.warning("skipping %s", errors[-1])
+      else:
+        keep.append(i)
+        digests.append(digest)
+  return Split(None, labels[keep], [paths[i] for i in keep], digests), errors
+
+
+def _read_hash(path) -> tuple[str | None, str | None]:
+  """(content sha256, None), or (None, why the file could not be read)."""
+  try:
+    return content_sha256(read_source(path)), None
+  except DECODE_ERRORS as e:
+    return None, f"{type(e).__name__}: {e}"

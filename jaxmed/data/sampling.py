@@ -14,3 +14,13 @@ def epoch_order(seed: int, epoch: int, index: np.ndarray, labels: np.ndarray,
   counts = np.bincount(labels, minlength=labels.max() + 1)
   p = 1.0 / counts[labels]
   return rng.choice(index, size=len(index), replace=True, p=p / p.sum())
+
+
+def epoch_batches(seed: int, epoch: int, labels: np.ndarray, batch_size: int,
+                  balanced: bool = False, start_step: int = 0) -> np.ndarray:
+  """(steps_per_epoch - start_step, batch_size) indices into the train split: the epoch's order
+  cut into full batches (a last partial batch is dropped), from step `start_step` on. Both input
+  paths (jaxmed/input_path.py) train on exactly these batches."""
+  order = epoch_order(seed, epoch, np.arange(len(labels), dtype=np.int32), labels, balanced)
+  steps = len(order) // batch_size
+  return order[:steps * batch_size].reshape(steps, batch_size)[start_step:]
