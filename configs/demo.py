@@ -55,6 +55,9 @@ def get_config():
   c.train.evaluate = "best"  # 'best' (checkpoint by checkpoint_metric) or 'last'
   c.train.compilation_cache = True  # JAX persistent cache in $JAXMED_CACHE/xla
   c.train.checkpoint_every_steps = 50  # besides every epoch: what a preempted run loses at most
+  # Frozen phase without augmentation: run the backbone once per image and train the head on
+  # the cached features (same result, a fraction of the time). Ignored when augmenting.
+  c.train.cache_features = True
   # Imbalance: 'balanced' (sklearn's n / (K * count)) or comma-separated weights per class.
   c.train.class_weights = ml_collections.FieldReference(None, field_type=str)
   c.train.balanced_sampling = False  # draw each class equally often (with replacement)

@@ -158,3 +158,43 @@ class StreamFeed:
       if message not in self.unreadable:  # the same file fails again every epoch
         log.warning("skipping %s", message)
         self.unreadable.append(str(message))
+
+
+class FeatureFeed:
+  """The frozen phase without augmentation on top of a ResidentFeed: the backbone (inference
+  mode, weights fixed for the phase) runs once per image, and the steps train and evaluate the
+  head on the cached pooled features, gathered by index like images. A frozen-phase step then
+  costs a head's forward and backward instead of a backbone's forward (Keras users get this by
+  hand with `predict` + a small model; here it is the default, `train.cache_features`)."""
+  make_train_step = staticmethod(steps.make_feature_train_step)
+  make_eval_step = staticmethod(steps.make_feature_eval_step)
+
+  def __init__(self, resident: ResidentFeed, model, params, batch_stats):
+    self.resident, self.splits = resident, resident.splits
+    self.unreadable = resident.unreadable
+    features_step = steps.make_features_step(model)
+    every = np.arange(len(resident.images), dtype=np.int32)
+    rows = evaluation.predict_logits(
+        lambda p, bs, images, index: distributed.to_host(features_step(p, bs, images,
+                                                                       resident._index(index))),
+        params, batch_stats, resident.images, every, resident.eval_batch)
+    self.features = distributed.put(rows, resident.images.sharding)
+    self.nbytes = rows.nbytes
+
+  def example_batch(self) -> tuple:
+    return (self.features, self.resident.labels,
+            self.resident._index(np.zeros(self.resident.batch_size, np.int32)))
+
+  def example_eval_batch(self) -> tuple:
+    return self.features, self.resident._index(np.zeros(self.resident.eval_batch, np.int32))
+
+  def train_batches(self, epoch: int, start_step: int = 0):
+    for _, labels, index in self.resident.train_batches(epoch, start_step):
+      yield self.features, labels, index
+
+  def predict(self, eval_step, split_name: str, params, batch_stats):
+    def step(p, bs, features, index):
+      return distributed.to_host(eval_step(p, bs, features, self.resident._index(index)))
+    logits = evaluation.predict_logits(step, params, batch_stats, self.features,
+                                       self.resident.ranges[split_name], self.resident.eval_batch)
+    return logits, self.splits[split_name].labels

@@ -35,9 +35,20 @@ class StepOptions:
   focal_gamma: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
-def _train_on_batch(model, tx, options: StepOptions, class_weights, augment):
-  """The step proper: (state, x uint8 (B, H, W, 3), y (B,), lr_scale) -> (state, metrics)."""
+def _train_on_batch(model, tx, options: StepOptions, class_weights, augment, apply_fn=None):
+  """The step proper: (state, x (B, ...), y (B,), lr_scale) -> (state, metrics).
+
+  `apply_fn(params, batch_stats, x, dropout_rng) -> (logits, batch_stats)` defaults to the whole
+  classifier on uint8 images; the cached-feature front passes the head alone.
+  """
   num_classes = model.head.num_classes
+  if apply_fn is None:
+    def apply_fn(params, batch_stats, x, dropout_rng):
+      logits, updates = model.apply(
+          {"params": params, "batch_stats": batch_stats}, x, train=True,
+          trainable_from=options.trainable_from, bn_train=options.bn_train,
+          mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+      return logits, updates["batch_stats"]
 
   def step(state: TrainState, x, y, lr_scale):
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -47,14 +58,11 @@ def _train_on_batch(model, tx, options: StepOptions, class_weights, augment):
       x, targets = augment(augment_rng, x, targets)
 
     def loss_fn(params):
-      logits, updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-          trainable_from=options.trainable_from, bn_train=options.bn_train,
-          mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+      logits, batch_stats = apply_fn(params, state.batch_stats, x, dropout_rng)
       loss = classification_loss(logits, targets, weights=class_weights,
                                  focal_gamma=options.focal_gamma,
                                  label_smoothing=options.label_smoothing).mean()
-      return loss, (logits, updates["batch_stats"])
+      return loss, (logits, batch_stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -102,3 +110,38 @@ def make_eval_step(model):
 def make_batch_eval_step(model):
   """Returns jit(step)(params, batch_stats, batch_images) -> logits (float32)."""
   return jax.jit(lambda params, batch_stats, x: _logits(model, params, batch_stats, x))
+
+
+# Cached features (frozen phase, no augmentation): the backbone ran once per image; the step
+# trains the head on rows gathered from the cached (N, 1, 1, C) features.
+def make_features_step(model):
+  """Returns jit(fn)(params, batch_stats, images, batch_index) -> pooled float32 features."""
+  return jax.jit(lambda params, batch_stats, images, batch_index: model.apply(
+      {"params": params, "batch_stats": batch_stats}, images[batch_index],
+      method="pooled_features"))
+
+
+def make_feature_train_step(model, tx, options: StepOptions, class_weights=None, augment=None):
+  """make_train_step's signature with features in place of images; the same loss and update
+  as the full step of a frozen backbone, whose parameters get zero gradients either way."""
+  if augment is not None:
+    raise ValueError("cached features are computed once, so they cannot be augmented")
+
+  def head_apply(params, batch_stats, x, dropout_rng):
+    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                         method="classify_features", rngs={"dropout": dropout_rng})
+    return logits, batch_stats
+
+  inner = _train_on_batch(model, tx, options, class_weights, None, head_apply)
+
+  def step(state, features, labels, batch_index, lr_scale):
+    return inner(state, features[batch_index], labels[batch_index], lr_scale)
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def make_feature_eval_step(model):
+  """Returns jit(step)(params, batch_stats, features, batch_index) -> logits (float32)."""
+  return jax.jit(lambda params, batch_stats, features, batch_index: model.apply(
+      {"params": params, "batch_stats": batch_stats}, features[batch_index],
+      method="classify_features").astype(jnp.float32))

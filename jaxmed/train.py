@@ -213,9 +213,10 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   total_epochs = config.frozen.epochs + config.finetune.epochs
   every = config.train.get("checkpoint_every_steps", 0)
 
-  def evaluate(split_name, p, bs) -> dict:
+  def evaluate(split_name, p, bs, using=None) -> dict:
     start = time.perf_counter()
-    logits, labels = feed.predict(eval_step, split_name, p, bs)
+    phase_feed, phase_eval_step = using or (feed, eval_step)
+    logits, labels = phase_feed.predict(phase_eval_step, split_name, p, bs)
     timings["evaluate_s"] += time.perf_counter() - start
     return evaluation.summarize(logits, labels, classes)
 
@@ -253,9 +254,21 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
                 "early_stopping": early.state_dict() if early else None,
                 "unreadable_files": feed.unreadable}
 
+      phase_feed, phase_eval_step = feed, eval_step
+      if phase == "frozen" and augment is None and config.train.get("cache_features", True) \
+          and isinstance(feed, input_path.ResidentFeed):
+        # The backbone is fixed for the whole phase: run it once per image, train the head.
+        t_features = time.perf_counter()
+        phase_feed = input_path.FeatureFeed(feed, model, params, batch_stats)
+        phase_eval_step = phase_feed.make_eval_step(model).lower(
+            params, batch_stats, *phase_feed.example_eval_batch()).compile()
+        timings["features_s"] = time.perf_counter() - t_features
+        say(f"phase frozen trains the head on cached backbone features ({phase_feed.nbytes / 2**20:.1f}"
+            f" MB, computed in {format_seconds(timings['features_s'])}; train.cache_features)")
+
       t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
-      train_step = feed.make_train_step(model, tx, options, weights, augment).lower(
-          state, *feed.example_batch(), np.float32(1.0)).compile()
+      train_step = phase_feed.make_train_step(model, tx, options, weights, augment).lower(
+          state, *phase_feed.example_batch(), np.float32(1.0)).compile()
       timings["compile_s"] += time.perf_counter() - t_compile
       num_trainable = sum(x.size for x, l in zip(jax.tree.leaves(params), jax.tree.leaves(labels_tree))
                           if l == "trainable")
@@ -270,7 +283,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
         scale = np.float32(plateau.scale if plateau else 1.0)
         step_losses, step_correct = [], []
         # The epoch's batches from start_step on: the data position saved in each checkpoint.
-        for i, batch in enumerate(feed.train_batches(epoch + 1, start_step), start_step):
+        for i, batch in enumerate(phase_feed.train_batches(epoch + 1, start_step), start_step):
           state, step_metrics = train_step(state, *batch, scale)
           step_losses.append(step_metrics["loss"])
           step_correct.append(step_metrics["correct"])
@@ -299,7 +312,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
         epoch += 1
         start_step, sums = 0, [0.0, 0, 0]
         progress.newline()
-        val = evaluate("val", state.params, state.batch_stats)
+        val = evaluate("val", state.params, state.batch_stats, (phase_feed, phase_eval_step))
         lr = float(schedule(epoch_in_phase * steps_per_epoch - 1)) * float(scale)
         records = [
             {"epoch": epoch, "phase": phase, "split": "train", "loss": train_loss,

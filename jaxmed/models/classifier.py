@@ -27,3 +27,18 @@ class Classifier(nn.Module):
     x = preprocess(images, self.preprocessing)
     features = self.backbone(x, train=train and bn_train, trainable_from=trainable_from)
     return self.head(features, train=train)
+
+  def pooled_features(self, images):
+    """What the head sees of a frozen backbone (inference mode), cacheable per image: avg/max
+    pooling done here as the head does it, kept (N, 1, 1, C) so the head's pooling is exact."""
+    features = self.backbone(preprocess(images, self.preprocessing), train=False,
+                             trainable_from=self.num_stages).astype("float32")
+    if self.head.pooling == "avg":
+      return features.mean(axis=(1, 2), keepdims=True)
+    if self.head.pooling == "max":
+      return features.max(axis=(1, 2), keepdims=True)
+    return features
+
+  def classify_features(self, features, *, train: bool = False):
+    """The head alone, on `pooled_features` (training on cached features)."""
+    return self.head(features, train=train)
