@@ -69,9 +69,9 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   on_cpu = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
   if on_cpu and _pointwise_ok(x, kernel, strides, padding, feature_group_count):
     return pointwise.strided_pointwise_conv(x, kernel, strides[0])
-  # Depthwise: single device only. Under GSPMD batch sharding (forced host devices) its kernel
-  # gradient came out wrong (max error 0.47 vs 1e-3 for lax on MobileNetV2), so sharded runs
-  # keep lax until that is understood.
+  # Depthwise: single device only. The op alone matches lax under 4-device batch sharding
+  # (tests/test_conv_sharded.py), but inside a sharded MobileNetV2 step its kernel gradient once
+  # came out wrong (max error 0.47 vs 1e-3 for lax); until that is understood, sharded runs keep lax.
   use_fast = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu"
                                 and jax.device_count() == 1)
   if use_fast and _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
