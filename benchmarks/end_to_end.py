@@ -1,9 +1,9 @@
 """End-to-end training benchmark on a real label-folder JPEG dataset: jaxmed vs Keras 3 (TF backend)
 fed by ImageDataGenerator.flow_from_directory vs Keras 3 fed by a tuned tf.data pipeline.
 
-  python benchmarks/end_to_end.py --json e2e.json                       # the full default run
+  python benchmarks/end_to_end.py --json e2e.json     # full default run, ~10 min on 2 cores
   python benchmarks/end_to_end.py --subset 48 --val-subset 16 --size 32 \\
-      --frozen-epochs 1 --finetune-epochs 1                              # a smoke test, ~2 min
+      --frozen-epochs 1 --finetune-epochs 1            # smoke test, ~1.5 min on 2 cores
   options: --data DIR (a folder with <class>/ subfolders; default ../shared/data/
            chest_xray_pneumonia/train) --size 128 --batch 32 --frozen-epochs 2
            --finetune-epochs 3 --target-acc 0.90 --val-fraction 0.15 --seed 0
