@@ -309,17 +309,23 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
               return None
         sums = add_to_sums(sums, step_losses, step_correct, global_step, phase, epoch + 1, ckpt)
         train_loss, train_acc = sums[0] / sums[2], sums[1] / (sums[2] * batch_size)
-        timings["train_s"] += time.perf_counter() - t_epoch
+        epoch_train_s = time.perf_counter() - t_epoch
+        timings["train_s"] += epoch_train_s
         epoch += 1
         start_step, sums = 0, [0.0, 0, 0]
         progress.newline()
+        t_val = time.perf_counter()
         val = evaluate("val", state.params, state.batch_stats, (phase_feed, phase_eval_step))
+        val_s = time.perf_counter() - t_val
+        rate = progress.images_per_second  # NaN for a one-step epoch: not valid JSON, so None
         lr = float(schedule(epoch_in_phase * steps_per_epoch - 1)) * float(scale)
         records = [
             {"epoch": epoch, "phase": phase, "split": "train", "loss": train_loss,
-             "accuracy": train_acc, "lr": lr, "images_per_s": progress.images_per_second},
+             "accuracy": train_acc, "lr": lr, "images_per_s": rate if rate == rate else None,
+             "seconds": epoch_train_s},
             {"epoch": epoch, "phase": phase, "split": "val", "loss": val["loss"],
-             "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "auc": val["auc"]["macro"]}]
+             "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "auc": val["auc"]["macro"],
+             "seconds": val_s}]
         for r in records:
           metrics_file.write(json.dumps(r) + "\n")
           for key, value in r.items():
