@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 
-from test_resume import REPO, _command, _final_state, _run
+from test_resume import REPO, _command, _run, assert_same_final_state
 
 LENET = "--config.model.arch=lenet"  # well-conditioned across summation orders, see test_resume
 
@@ -74,12 +73,7 @@ def test_two_processes_train_like_one_and_their_checkpoint_restores_here(data_ro
   assert (two_dir / "summary.json").exists()
   assert len((two_dir / "metrics.jsonl").read_text().splitlines()) == 4  # not 8: one writer
   assert jax.device_count() == 1  # this process: the 2-process checkpoint restores on 1 device
-  one, two = _final_state(one_dir), _final_state(two_dir)
-  for key in ("params", "batch_stats"):
-    a, b = jax.tree.leaves(one[key]), jax.tree.leaves(two[key])
-    assert len(a) == len(b)
-    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
-    assert worst <= 1e-5, (key, worst)
+  assert_same_final_state(one_dir, two_dir, atol=1e-5)
 
 
 def test_sigterm_to_one_process_stops_both_with_one_checkpoint(data_root, tmp_path):

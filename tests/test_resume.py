@@ -102,6 +102,16 @@ def _final_state(workdir):
   return restored.state
 
 
+def assert_same_final_state(workdir_a, workdir_b, atol: float):
+  """The latest checkpoints of two runs hold the same parameters and BN statistics within atol."""
+  one, two = _final_state(workdir_a), _final_state(workdir_b)
+  for key in ("params", "batch_stats"):
+    a, b = jax.tree.leaves(one[key]), jax.tree.leaves(two[key])
+    assert len(a) == len(b)
+    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+    assert worst <= atol, (key, worst)
+
+
 def test_four_devices_train_like_one_and_their_checkpoint_restores_here(data_root, tmp_path):
   # LeNet, not the tiny MobileNetV2: at 32 px a random MobileNetV2's last maps are 1x1, BatchNorm
   # over 8 values amplifies float rounding step after step, and any two summation orders (one
@@ -115,9 +125,4 @@ def test_four_devices_train_like_one_and_their_checkpoint_restores_here(data_roo
   assert done.returncode == 0, done.stdout + done.stderr
   assert "4 device(s)" in done.stdout
   assert jax.device_count() == 1  # this process: the 4-device checkpoint restores on 1 device
-  one, four = _final_state(one_dir), _final_state(four_dir)
-  for key in ("params", "batch_stats"):
-    a, b = jax.tree.leaves(one[key]), jax.tree.leaves(four[key])
-    assert len(a) == len(b)
-    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
-    assert worst <= 1e-5, (key, worst)
+  assert_same_final_state(one_dir, four_dir, atol=1e-5)
