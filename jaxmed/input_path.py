@@ -78,27 +78,28 @@ class ResidentFeed:
     self.unreadable = []  # files that failed were dropped while decoding (data.skipped_files)
 
   def example_batch(self) -> tuple:
-    return self.images, self.labels, self._index(np.zeros(self.batch_size, np.int32))
+    return self.images, self.labels, self.put_index(np.zeros(self.batch_size, np.int32))
 
   def example_eval_batch(self) -> tuple:
-    return self.images, self._index(np.zeros(self.eval_batch, np.int32))
+    return self.images, self.put_index(np.zeros(self.eval_batch, np.int32))
 
   def train_batches(self, epoch: int, start_step: int = 0):
     """Arguments after `state` for each step of the epoch from `start_step` on."""
     batches = sampling.epoch_batches(self.seed, epoch, self.splits["train"].labels,
                                      self.batch_size, self.balanced, start_step)
     for batch in batches + self.ranges["train"][0]:
-      yield self.images, self.labels, self._index(batch.astype(np.int32))
+      yield self.images, self.labels, self.put_index(batch.astype(np.int32))
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     """(logits, labels) of a split."""
     def step(p, bs, images, index):
-      return distributed.to_host(eval_step(p, bs, images, self._index(index)))
+      return distributed.to_host(eval_step(p, bs, images, self.put_index(index)))
     logits = evaluation.predict_logits(step, params, batch_stats, self.images,
                                        self.ranges[split_name], self.eval_batch)
     return logits, self.splits[split_name].labels
 
-  def _index(self, index: np.ndarray):
+  def put_index(self, index: np.ndarray):
+    """Batch indices on the device, sharded over 'data' (also used by FeatureFeed)."""
     return distributed.put(index, self.sharded)
 
 
@@ -176,17 +177,17 @@ class FeatureFeed:
     every = np.arange(len(resident.images), dtype=np.int32)
     rows = evaluation.predict_logits(
         lambda p, bs, images, index: distributed.to_host(features_step(p, bs, images,
-                                                                       resident._index(index))),
+                                                                       resident.put_index(index))),
         params, batch_stats, resident.images, every, resident.eval_batch)
     self.features = distributed.put(rows, resident.images.sharding)
     self.nbytes = rows.nbytes
 
   def example_batch(self) -> tuple:
     return (self.features, self.resident.labels,
-            self.resident._index(np.zeros(self.resident.batch_size, np.int32)))
+            self.resident.put_index(np.zeros(self.resident.batch_size, np.int32)))
 
   def example_eval_batch(self) -> tuple:
-    return self.features, self.resident._index(np.zeros(self.resident.eval_batch, np.int32))
+    return self.features, self.resident.put_index(np.zeros(self.resident.eval_batch, np.int32))
 
   def train_batches(self, epoch: int, start_step: int = 0):
     for _, labels, index in self.resident.train_batches(epoch, start_step):
@@ -194,7 +195,7 @@ class FeatureFeed:
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     def step(p, bs, features, index):
-      return distributed.to_host(eval_step(p, bs, features, self.resident._index(index)))
+      return distributed.to_host(eval_step(p, bs, features, self.resident.put_index(index)))
     logits = evaluation.predict_logits(step, params, batch_stats, self.features,
                                        self.resident.ranges[split_name], self.resident.eval_batch)
     return logits, self.splits[split_name].labels
