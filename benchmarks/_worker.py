@@ -77,7 +77,8 @@ class JaxmedStep:
       cost = cost[0]
     self.flops = float(cost["flops"]) if cost and "flops" in cost else None
     self.info = {"jax": jax.__version__, "device": str(jax.devices()[0]),
-                 "xla_flags": os.environ.get("XLA_FLAGS", "")}
+                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
 
   def run(self, steps: int):
     for _ in range(steps):
@@ -118,7 +119,8 @@ class KerasStep:
     self.compile_s = time.perf_counter() - t0
     self.flops = None
     self.info = {"keras": keras.__version__, "backend": keras.backend.backend(),
-                 "jit_compile": bool(self.model.jit_compile)}
+                 "jit_compile": bool(self.model.jit_compile),
+                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
     if keras.backend.backend() == "tensorflow":
       import tensorflow as tf
       self.info["tensorflow"] = tf.__version__
@@ -141,6 +143,9 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--warmup", type=int, default=2)
   args = parser.parse_args()
+  if args.framework.startswith("jaxmed"):  # as `python -m jaxmed.train` does, before JAX starts
+    import jaxmed.platform
+    jaxmed.platform.restart_with_hugepages()
 
   # The protocol owns the real stdout; anything printed by a library goes to stderr.
   proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

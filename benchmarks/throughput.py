@@ -44,10 +44,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
 FRAMEWORKS = ["jaxmed", "keras-tensorflow", "keras-jax"]
-# jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32 params); opt in via --frameworks.
-OPTIONAL = ["jaxmed-bf16"]
+# Opt in via --frameworks. jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32
+# params). keras-tensorflow-hugepages: Keras-TF with the glibc huge-page tunable jaxmed's command
+# line sets for itself (jaxmed/platform.py), to show what that setting alone gives Keras.
+OPTIONAL = ["jaxmed-bf16", "keras-tensorflow-hugepages"]
 SHORT = {"jaxmed": "jaxmed", "keras-tensorflow": "keras-tf", "keras-jax": "keras-jax",
-         "jaxmed-bf16": "jaxmed-bf16"}
+         "jaxmed-bf16": "jaxmed-bf16", "keras-tensorflow-hugepages": "keras-tf-hp"}
+HUGEPAGES = "glibc.malloc.hugetlb=1"
 MODELS = ["mobilenet", "mobilenet_v2", "resnet50v2"]
 
 
@@ -73,11 +76,15 @@ class Worker:
   def __init__(self, framework: str, model: str, size: int, phase: str, batch: int, log):
     env = dict(os.environ)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    worker_framework = framework
     if framework.startswith("keras-"):
-      env["KERAS_BACKEND"] = framework.split("-", 1)[1]
+      env["KERAS_BACKEND"] = framework.split("-")[1]
+      if framework.endswith("-hugepages"):
+        worker_framework = framework.removesuffix("-hugepages")
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGEPAGES]))
     self.framework = framework
     self.proc = subprocess.Popen(
-        [sys.executable, str(WORKER), framework, model, str(size), phase, "--batch", str(batch)],
+        [sys.executable, str(WORKER), worker_framework, model, str(size), phase, "--batch", str(batch)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
         cwd=str(HERE.parent))
     self.setup = self._read()

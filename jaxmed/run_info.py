@@ -1,6 +1,7 @@
 """What a result needs beside it to be reproducible: versions, devices, a hash of the parameters."""
 
 import hashlib
+import os
 import platform
 import sys
 
@@ -18,8 +19,11 @@ def versions() -> dict:
 
 def machine() -> dict:
   import jax
+  from jaxmed.platform import transparent_hugepage_mode
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+          "transparent_hugepages": transparent_hugepage_mode(),
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
 
 
 def params_sha256(tree) -> str:

@@ -8,6 +8,11 @@ train step -> per-epoch validation -> checkpoints -> test evaluation -> metrics.
 summary.json and report/ in the workdir.
 """
 
+import jaxmed.platform
+
+if __name__ == "__main__":  # before the heavy imports: glibc reads its tunables at process start
+  jaxmed.platform.restart_with_hugepages()
+
 import json
 import logging
 import sys

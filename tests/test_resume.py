@@ -64,6 +64,16 @@ def uninterrupted(data_root, tmp_path_factory):
   return workdir
 
 
+def test_the_command_line_restarts_itself_with_huge_pages_where_that_helps(uninterrupted):
+  import platform as stdlib_platform
+  from jaxmed.platform import hugepage_environment, transparent_hugepage_mode
+  machine = json.loads((Path(uninterrupted) / "summary.json").read_text())["machine"]
+  expected = hugepage_environment(os.environ, transparent_hugepage_mode(), stdlib_platform.libc_ver())
+  want = (expected or os.environ).get("GLIBC_TUNABLES")
+  assert machine["glibc_tunables"] == want
+  assert machine["transparent_hugepages"] == transparent_hugepage_mode()
+
+
 def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(data_root, uninterrupted, tmp_path):
   workdir = tmp_path / "killed"
   proc, _ = _start_and_signal(data_root, workdir, signal.SIGKILL)
