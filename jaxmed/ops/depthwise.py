@@ -53,36 +53,16 @@ def _phases(x, pads, stride):
 
 
 def _chunk_size(x, target_bytes=3 << 20):
-  """Largest batch divisor whose slice of x fits in ~3 MB (at least 1 image)."""
+  """Largest batch divisor whose slice of x fits in ~3 MB (at least 1 image).
+
+  Only the kernel gradient loops over batch chunks. The forward pass and the input gradient once did
+  too, to keep their padded temporaries small: with malloc on huge pages (jaxmed/platform.py) the
+  whole-batch form is faster (MobileNetV2 128 px step x0.92-0.94, benchmarks/fastpath_ab.py)."""
   n, image_bytes = x.shape[0], math.prod(x.shape[1:]) * x.dtype.itemsize
   return max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * image_bytes <= target_bytes))
 
 
-def _map_chunks(fn, x, out_shape, dtype):
-  """fn over batch chunks of x written into one output: the padded temporaries stay chunk-sized.
-
-  Whole-batch, XLA materialises the padded input (50 MB at 32x64x64x96, fresh pages every call);
-  chunked, fwd and dx at that shape went ~52 -> ~32 ms each (one noisy measurement).
-  """
-  chunk = _chunk_size(x)
-  if chunk == x.shape[0]:
-    return fn(x)
-
-  def body(b, out):
-    y = fn(lax.dynamic_slice_in_dim(x, b * chunk, chunk, 0))
-    return lax.dynamic_update_slice_in_dim(out, y, b * chunk, 0)
-
-  return lax.fori_loop(0, x.shape[0] // chunk, body, jnp.zeros(out_shape, dtype))
-
-
 def _forward(x, kernel, stride, pads):
-  n, h, w, c = x.shape
-  ho = _out_size(h, kernel.shape[0], stride, pads[0])
-  wo = _out_size(w, kernel.shape[1], stride, pads[1])
-  return _map_chunks(lambda xb: _forward_chunk(xb, kernel, stride, pads), x, (n, ho, wo, c), x.dtype)
-
-
-def _forward_chunk(x, kernel, stride, pads):
   kh, kw = kernel.shape[:2]
   s = stride
   ho = _out_size(x.shape[1], kh, s, pads[0])
@@ -99,11 +79,6 @@ def _forward_chunk(x, kernel, stride, pads):
 
 
 def _input_grad(g, kernel, in_hw, stride, pads):
-  out_shape = (g.shape[0], *in_hw, g.shape[3])
-  return _map_chunks(lambda gb: _input_grad_chunk(gb, kernel, in_hw, stride, pads), g, out_shape, g.dtype)
-
-
-def _input_grad_chunk(g, kernel, in_hw, stride, pads):
   """dx[h] = sum_i g[(h + pt - i) / s] * k[i] over the i where that index is an integer in range.
 
   For stride s, dx is split into s*s output phases; each phase is a small stride-1 correlation of g
