@@ -7,6 +7,11 @@ textbook backward needs one reduction pass over (g, x) and one elementwise pass:
   dx = scale / sqrt(var + eps) / n * (n * dz - dbias - xhat * dscale).
 Measured (2-core CPU, batch 32, forward+backward, ms): 64x64x96 173 -> 95, 32x32x144 65 -> 28.
 Statistics and the backward run in float32 whatever the input dtype (bfloat16 included).
+
+XLA CPU runs the reductions in YNNPACK, whose fusions take only materialised operands, so every
+elementwise term a reduction reads is written out first. Hence the activation's mask comes from the
+saved output y (0 < y < 6 iff 0 < z < 6) and dscale = inv * (sum(dz * x) - mean * dbias) reads x
+as it lies instead of a materialised xhat: 64x64x96 forward+backward 26.7 -> 19.4 ms.
 """
 
 import functools
@@ -54,23 +59,22 @@ def batch_norm_train(x, scale, bias, epsilon: float, activation):
 def _forward(x, scale, bias, epsilon, activation):
   mean, var = batch_statistics(x)
   y = activate(normalize(x, mean, var, scale, bias, epsilon), activation).astype(x.dtype)
-  return (y, mean, var), (x, scale, bias, mean, var)
+  # y is a residual at no cost: the next layer keeps it for its own backward pass.
+  return (y, mean, var), (x, y if activation is not None else None, scale, bias, mean, var)
 
 
 def _backward(epsilon, activation, res, cotangents):
-  x, scale, bias, mean, var = res
+  x, y, scale, bias, mean, var = res
   g = cotangents[0].astype(jnp.float32)
   inv = lax.rsqrt(var + epsilon)
-  xhat = (x.astype(jnp.float32) - mean) * inv
-  if activation is not None:  # recomputing z is cheaper than storing it
-    z = xhat * scale + bias
-    keep = (z > 0) & (z < 6) if activation == "relu6" else z > 0
-    g = jnp.where(keep, g, 0.0)
+  if activation is not None:
+    g = jnp.where((y > 0) & (y < 6) if activation == "relu6" else y > 0, g, 0.0)
   axes = tuple(range(x.ndim - 1))
+  xf = x.astype(jnp.float32)
   dbias = jnp.sum(g, axis=axes)
-  dscale = jnp.sum(g * xhat, axis=axes)
+  dscale = inv * (jnp.sum(g * xf, axis=axes) - mean * dbias)
   n = x.size // x.shape[-1]
-  dx = (scale * inv / n) * (n * g - dbias - xhat * dscale)
+  dx = (scale * inv / n) * (n * g - dbias - (xf - mean) * inv * dscale)
   return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
