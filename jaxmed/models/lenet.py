@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import Conv
 from jaxmed.models.mobilenet_v1 import keras_bn
+from jaxmed.ops.pooling import max_pool
 
 WIDTHS = (32, 64, 128)
 
@@ -45,7 +46,7 @@ class LeNet(nn.Module):
                dtype=self.dtype, name=f"block{stage + 1}_conv")(x)
       x = keras_bn(f"block{stage + 1}_bn", x, train=train, frozen=stage < trainable_from,
                    dtype=self.dtype, activation="relu")
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool(x, (2, 2), (2, 2))
     if trainable_from == len(self.widths):
       x = jax.lax.stop_gradient(x)
     if self.include_top:

@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import BatchNorm, Conv
+from jaxmed.ops.pooling import max_pool
 
 # (stack name, bottleneck filters, blocks, stride of the stack); Keras' ResNet50 / ResNet50V2 stack_fn.
 STACKS_V1 = (("conv2", 64, 3, 1), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2), ("conv5", 512, 3, 2))
@@ -56,7 +57,7 @@ def stage_of(layer_name: str, preact: bool = False) -> int:
 def max_pool_zero_padded(x):
   """Keras' ZeroPadding2D(1) + MaxPooling2D(3, 2, 'valid'): the pad value is 0, not -inf."""
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+  return max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class ResNet50(nn.Module):

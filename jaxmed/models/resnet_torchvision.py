@@ -16,6 +16,7 @@ import numpy as np
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import BatchNorm, Conv
 from jaxmed.models.resnet import assemble
+from jaxmed.ops.pooling import max_pool
 
 # name -> (block type, blocks per layer); torchvision's resnet18 / resnet34 / resnet50.
 DEPTHS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -70,7 +71,7 @@ class TorchvisionResNet(nn.Module):
     x = freeze_below(x, 0)
     x = bn("bn1", conv("conv1", x, 64, 7, 2), 0, "relu")
     # torch's MaxPool2d pads with -inf; Flax's max_pool pads with its -inf init value.
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
     stage = 1
     expansion = 4 if self.block == "bottleneck" else 1

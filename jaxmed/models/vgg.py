@@ -14,6 +14,7 @@ import numpy as np
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import Conv
 from jaxmed.models.mobilenet_v1 import convert_keras_layers
+from jaxmed.ops.pooling import max_pool
 
 BLOCK_SPEC = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))  # (filters, convs) per block
 NUM_STAGES = 5  # the 5 conv blocks; the fully connected top (fc1, fc2, predictions) is stage 5
@@ -50,7 +51,7 @@ class VGG16(nn.Module):
       for i in range(1, convs + 1):
         x = nn.relu(Conv(filters, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                          name=f"block{block}_conv{i}")(x))
-      x = nn.max_pool(x, (2, 2), (2, 2))
+      x = max_pool(x, (2, 2), (2, 2))
     if trainable_from == NUM_STAGES:
       x = jax.lax.stop_gradient(x)
     if self.include_top:  # Keras' Flatten of NHWC is this reshape; logits, softmax left out

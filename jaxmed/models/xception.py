@@ -19,6 +19,7 @@ from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import Conv, same_padding
 from jaxmed.models.mobilenet_v1 import convert_keras_layers, keras_bn
 from jaxmed.ops.conv import conv2d
+from jaxmed.ops.pooling import max_pool
 
 NUM_STAGES = 14  # blocks 1..14 -> stages 0..13; the top ('predictions') is stage 14
 MIN_SIZE = 71    # Keras' minimum input size
@@ -103,7 +104,7 @@ class Xception(nn.Module):
         x = SeparableConv(width, dtype=self.dtype, name=f"block{block}_sepconv{i}")(x)
         x = bn(f"block{block}_sepconv{i}_bn", x, stage, "relu" if block == 14 else None)
       if res_width:
-        x = nn.max_pool(x, (3, 3), (2, 2), "SAME")  # TF 'SAME' pooling ignores the padding
+        x = max_pool(x, (3, 3), (2, 2), "SAME")  # TF 'SAME' pooling ignores the padding
       if block != 14:
         x = x + residual
 
