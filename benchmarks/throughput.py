@@ -46,10 +46,12 @@ WORKER = HERE / "_worker.py"
 FRAMEWORKS = ["jaxmed", "keras-tensorflow", "keras-jax"]
 # Opt in via --frameworks. jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32
 # params). keras-tensorflow-hugepages: Keras-TF with the glibc huge-page tunable jaxmed's command
-# line sets for itself (jaxmed/platform.py), to show what that setting alone gives Keras.
-OPTIONAL = ["jaxmed-bf16", "keras-tensorflow-hugepages"]
+# line sets for itself (jaxmed/platform.py), to show what that setting alone gives Keras;
+# jaxmed-nohugepages: jaxmed without it (JAXMED_HUGEPAGES=0).
+OPTIONAL = ["jaxmed-bf16", "jaxmed-nohugepages", "keras-tensorflow-hugepages"]
 SHORT = {"jaxmed": "jaxmed", "keras-tensorflow": "keras-tf", "keras-jax": "keras-jax",
-         "jaxmed-bf16": "jaxmed-bf16", "keras-tensorflow-hugepages": "keras-tf-hp"}
+         "jaxmed-bf16": "jaxmed-bf16", "jaxmed-nohugepages": "jaxmed-nohp",
+         "keras-tensorflow-hugepages": "keras-tf-hp"}
 HUGEPAGES = "glibc.malloc.hugetlb=1"
 MODELS = ["mobilenet", "mobilenet_v2", "resnet50v2"]
 
@@ -82,6 +84,9 @@ class Worker:
       if framework.endswith("-hugepages"):
         worker_framework = framework.removesuffix("-hugepages")
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGEPAGES]))
+    if framework == "jaxmed-nohugepages":
+      worker_framework = "jaxmed"
+      env["JAXMED_HUGEPAGES"] = "0"
     self.framework = framework
     self.proc = subprocess.Popen(
         [sys.executable, str(WORKER), worker_framework, model, str(size), phase, "--batch", str(batch)],

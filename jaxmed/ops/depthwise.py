@@ -57,7 +57,8 @@ def _chunk_size(x, target_bytes=3 << 20):
 
   Only the kernel gradient loops over batch chunks. The forward pass and the input gradient once did
   too, to keep their padded temporaries small: with malloc on huge pages (jaxmed/platform.py) the
-  whole-batch form is faster (MobileNetV2 128 px step x0.92-0.94, benchmarks/fastpath_ab.py)."""
+  whole-batch form is faster (MobileNetV2 128 px step x0.92-0.94 in an in-process A/B against
+  the chunked form, benchmarks/RESULTS.md)."""
   n, image_bytes = x.shape[0], math.prod(x.shape[1:]) * x.dtype.itemsize
   return max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * image_bytes <= target_bytes))
 
