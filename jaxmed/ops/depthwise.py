@@ -15,14 +15,17 @@ from jax import lax
 
 
 def resolve_padding(padding, in_hw, kernel_hw, stride):
-  """Returns explicit ((top, bottom), (left, right)) pads, matching lax's 'SAME'/'VALID'."""
+  """Returns explicit ((top, bottom), (left, right)) pads, matching lax's 'SAME'/'VALID'.
+
+  `stride` is one int or a (height, width) pair (pooling windows may differ per axis)."""
   if isinstance(padding, str):
     if padding.upper() == "VALID":
       return ((0, 0), (0, 0))
     if padding.upper() != "SAME":
       raise ValueError(f"unsupported padding {padding!r}")
+    strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
     pads = []
-    for size, k in zip(in_hw, kernel_hw):
+    for size, k, stride in zip(in_hw, kernel_hw, strides):
       total = max((-(-size // stride) - 1) * stride + k - size, 0)
       pads.append((total // 2, total - total // 2))
     return tuple(pads)

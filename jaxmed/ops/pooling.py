@@ -10,20 +10,25 @@ reduce-window's does (ties included), and adds the taps' strided views back by i
 """
 
 import functools
+import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmed.ops.depthwise import resolve_padding
+
 
 def max_pool(x, window, strides=None, padding="VALID"):
   """NHWC max pooling with `nn.max_pool`'s arguments and semantics (padding counts as -inf)."""
   window = tuple(window)
   strides = tuple(strides) if strides is not None else (1,) * len(window)
-  if x.ndim != 4 or jax.default_backend() != "cpu" or len(window) != 2:
+  impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()  # the switch ops/conv.py reads
+  fast = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
+  if x.ndim != 4 or len(window) != 2 or not fast:
     return nn.max_pool(x, window, strides, padding)
-  return _max_pool(x, window, strides, _pads(padding, x.shape[1:3], window, strides))
+  return _max_pool(x, window, strides, resolve_padding(padding, x.shape[1:3], window, strides))
 
 
 def _taps(xp, window, strides, out_hw):
@@ -78,17 +83,3 @@ def _max_pool_bwd(window, strides, pads, res, g):
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
-
-def _pads(padding, in_hw, window, strides):
-  """Explicit ((top, bottom), (left, right)) pads for 'VALID', 'SAME' (lax's split) or pairs."""
-  if isinstance(padding, str):
-    if padding.upper() == "VALID":
-      return ((0, 0), (0, 0))
-    if padding.upper() != "SAME":
-      raise ValueError(f"unsupported padding {padding!r}")
-    pads = []
-    for size, k, s in zip(in_hw, window, strides):
-      total = max((-(-size // s) - 1) * s + k - size, 0)
-      pads.append((total // 2, total - total // 2))
-    return tuple(pads)
-  return tuple((int(lo), int(hi)) for lo, hi in padding)
