@@ -10,8 +10,8 @@ _CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 
 # XLA CPU mallocs every large buffer afresh for each step; glibc serves those from new mmaps, so each
 # step page-faults its activations in 4 KiB at a time (a 50 MB elementwise op: 21 ms, 3.7 ms without
-# the faults). With this glibc tunable malloc asks the kernel for 2 MiB pages (madvise), which cut
-# the MobileNetV2 128 px training step from ~720 to ~490 ms here (benchmarks/RESULTS.md).
+# the faults). With this glibc tunable malloc asks the kernel for 2 MiB pages (madvise): MobileNetV2
+# 128 px training step 885/663/825 -> 508/521/468 ms in alternating processes (benchmarks/RESULTS.md).
 _HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
