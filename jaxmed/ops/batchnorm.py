@@ -10,8 +10,9 @@ Statistics and the backward run in float32 whatever the input dtype (bfloat16 in
 
 XLA CPU runs the reductions in YNNPACK, whose fusions take only materialised operands, so every
 elementwise term a reduction reads is written out first. Hence the activation's mask comes from the
-saved output y (0 < y < 6 iff 0 < z < 6) and dscale = inv * (sum(dz * x) - mean * dbias) reads x
-as it lies instead of a materialised xhat: 64x64x96 forward+backward 26.7 -> 19.4 ms.
+saved output y (0 < y < 6 iff 0 < z < 6; in bfloat16 a z that rounds to 6 counts as clipped) and
+dscale = inv * (sum(dz * x) - mean * dbias) reads x as it lies instead of a materialised xhat:
+64x64x96 forward+backward 26.7 -> 19.4 ms.
 """
 
 import functools
