@@ -54,6 +54,20 @@ def _pointwise_ok(x, kernel, strides, padding, feature_group_count):
   return all(lo == 0 and hi == 0 for lo, hi in padding)
 
 
+def conv_impl() -> str:
+  """JAXMED_CONV_IMPL (auto | lax | fast), checked; read at trace time by conv2d and max_pool."""
+  impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()
+  if impl not in ("auto", "lax", "fast"):
+    raise ValueError(f"JAXMED_CONV_IMPL must be auto, lax or fast, got {impl!r}")
+  return impl
+
+
+def cpu_fast_paths() -> bool:
+  """True where the CPU fast paths apply: forced (fast), or auto on the CPU backend."""
+  impl = conv_impl()
+  return impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
+
+
 def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_count=1):
   """Convolution used by all models; picks the fastest correct kernel for the current backend.
 
@@ -62,11 +76,9 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   (`depthwise`, XLA CPU's grouped conv is 10-40x slower); other dense convs use lax (its XLA CPU
   kernels beat shifted-GEMM and im2col). GPU and TPU keep lax everywhere.
   """
-  impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()
-  if impl not in ("auto", "lax", "fast"):
-    raise ValueError(f"JAXMED_CONV_IMPL must be auto, lax or fast, got {impl!r}")
+  impl = conv_impl()
   strides = tuple(strides)
-  on_cpu = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
+  on_cpu = cpu_fast_paths()
   if on_cpu and _pointwise_ok(x, kernel, strides, padding, feature_group_count):
     return pointwise.strided_pointwise_conv(x, kernel, strides[0])
   # Depthwise: single device only. The op alone matches lax under 4-device batch sharding

@@ -10,13 +10,13 @@ reduce-window's does (ties included), and adds the taps' strided views back by i
 """
 
 import functools
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmed.ops.conv import cpu_fast_paths
 from jaxmed.ops.depthwise import resolve_padding
 
 
@@ -24,9 +24,7 @@ def max_pool(x, window, strides=None, padding="VALID"):
   """NHWC max pooling with `nn.max_pool`'s arguments and semantics (padding counts as -inf)."""
   window = tuple(window)
   strides = tuple(strides) if strides is not None else (1,) * len(window)
-  impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()  # the switch ops/conv.py reads
-  fast = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
-  if x.ndim != 4 or len(window) != 2 or not fast:
+  if x.ndim != 4 or len(window) != 2 or not cpu_fast_paths():
     return nn.max_pool(x, window, strides, padding)
   return _max_pool(x, window, strides, resolve_padding(padding, x.shape[1:3], window, strides))
 
