@@ -16,11 +16,23 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 NUM_CLASSES = 4
 KERAS_APPS = {"mobilenet": "MobileNet", "mobilenet_v2": "MobileNetV2", "resnet50v2": "ResNet50V2"}
+
+
+def jaxmed_platform():
+  """jaxmed/platform.py loaded on its own: importing the `jaxmed` package would add jaxmed's XLA
+  flag to this process's environment, and Keras workers must keep XLA's defaults."""
+  import importlib.util
+  path = Path(__file__).resolve().parent.parent / "jaxmed" / "platform.py"
+  spec = importlib.util.spec_from_file_location("jaxmed_platform_only", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def _peak_rss_mb() -> float:
@@ -78,7 +90,8 @@ class JaxmedStep:
     self.flops = float(cost["flops"]) if cost and "flops" in cost else None
     self.info = {"jax": jax.__version__, "device": str(jax.devices()[0]),
                  "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+                 "allocator": jaxmed_platform().loaded_allocator()}
 
   def run(self, steps: int):
     for _ in range(steps):
@@ -120,7 +133,8 @@ class KerasStep:
     self.flops = None
     self.info = {"keras": keras.__version__, "backend": keras.backend.backend(),
                  "jit_compile": bool(self.model.jit_compile),
-                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+                 "allocator": jaxmed_platform().loaded_allocator()}
     if keras.backend.backend() == "tensorflow":
       import tensorflow as tf
       self.info["tensorflow"] = tf.__version__
@@ -145,7 +159,7 @@ def main():
   args = parser.parse_args()
   if args.framework.startswith("jaxmed"):  # as `python -m jaxmed.train` does, before JAX starts
     import jaxmed.platform
-    jaxmed.platform.restart_with_hugepages()
+    jaxmed.platform.restart_with_fast_allocator()
 
   # The protocol owns the real stdout; anything printed by a library goes to stderr.
   proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

@@ -45,13 +45,18 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
 FRAMEWORKS = ["jaxmed", "keras-tensorflow", "keras-jax"]
 # Opt in via --frameworks. jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32
-# params). keras-tensorflow-hugepages: Keras-TF with the glibc huge-page tunable jaxmed's command
-# line sets for itself (jaxmed/platform.py), to show what that setting alone gives Keras;
-# jaxmed-nohugepages: jaxmed without it (JAXMED_HUGEPAGES=0).
-OPTIONAL = ["jaxmed-bf16", "jaxmed-nohugepages", "keras-tensorflow-hugepages"]
+# params). jaxmed's command line picks its host allocator (jaxmed/platform.py: mimalloc when
+# installed, else glibc's huge-page tunable); these show what that choice gives each side:
+# jaxmed-glibc (JAXMED_ALLOCATOR=glibc), jaxmed-nohugepages (JAXMED_ALLOCATOR=system: plain glibc),
+# keras-tensorflow-hugepages (Keras-TF with the glibc tunable), keras-tensorflow-mimalloc (Keras-TF
+# with jaxmed's mimalloc preload and options).
+OPTIONAL = ["jaxmed-bf16", "jaxmed-glibc", "jaxmed-nohugepages", "keras-tensorflow-hugepages",
+            "keras-tensorflow-mimalloc"]
 SHORT = {"jaxmed": "jaxmed", "keras-tensorflow": "keras-tf", "keras-jax": "keras-jax",
-         "jaxmed-bf16": "jaxmed-bf16", "jaxmed-nohugepages": "jaxmed-nohp",
-         "keras-tensorflow-hugepages": "keras-tf-hp"}
+         "jaxmed-bf16": "jaxmed-bf16", "jaxmed-glibc": "jaxmed-glibc",
+         "jaxmed-nohugepages": "jaxmed-nohp", "keras-tensorflow-hugepages": "keras-tf-hp",
+         "keras-tensorflow-mimalloc": "keras-tf-mi"}
+JAXMED_ALLOCATOR = {"jaxmed-glibc": "glibc", "jaxmed-nohugepages": "system"}
 HUGEPAGES = "glibc.malloc.hugetlb=1"
 MODELS = ["mobilenet", "mobilenet_v2", "resnet50v2"]
 
@@ -74,6 +79,20 @@ def load_average() -> str:
   return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def mimalloc_environment(env: dict) -> dict:
+  """`env` with the mimalloc preload jaxmed's own processes get (jaxmed/platform.py)."""
+  from _worker import jaxmed_platform
+  platform_module = jaxmed_platform()
+  library = platform_module.mimalloc_library()
+  if library is None:
+    raise SystemExit("keras-tensorflow-mimalloc needs the cmeel-mimalloc package (pip install "
+                     "cmeel-mimalloc)")
+  chosen = platform_module.allocator_environment({**env, "JAXMED_ALLOCATOR": "mimalloc"}, None,
+                                                 ("", ""), library)
+  chosen.pop("JAXMED_ALLOCATOR")
+  return chosen
+
+
 class Worker:
   def __init__(self, framework: str, model: str, size: int, phase: str, batch: int, log):
     env = dict(os.environ)
@@ -84,9 +103,12 @@ class Worker:
       if framework.endswith("-hugepages"):
         worker_framework = framework.removesuffix("-hugepages")
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HUGEPAGES]))
-    if framework == "jaxmed-nohugepages":
+      if framework.endswith("-mimalloc"):
+        worker_framework = framework.removesuffix("-mimalloc")
+        env = mimalloc_environment(env)
+    if framework in JAXMED_ALLOCATOR:
       worker_framework = "jaxmed"
-      env["JAXMED_HUGEPAGES"] = "0"
+      env["JAXMED_ALLOCATOR"] = JAXMED_ALLOCATOR[framework]
     self.framework = framework
     self.proc = subprocess.Popen(
         [sys.executable, str(WORKER), worker_framework, model, str(size), phase, "--batch", str(batch)],

@@ -1,4 +1,4 @@
-"""Process-level choices made before JAX initialises: XLA flags and transparent huge pages."""
+"""Process-level choices made before JAX initialises: XLA flags and the host memory allocator."""
 
 import os
 import platform
@@ -8,11 +8,19 @@ import sys
 # own CPU kernels instead of YNNPACK was the fastest fp32 setting found (1x1 conv fb: 312 -> ~120 ms).
 _CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
-# XLA CPU mallocs every large buffer afresh for each step; glibc serves those from new mmaps, so each
-# step page-faults its activations in 4 KiB at a time (a 50 MB elementwise op: 21 ms, 3.7 ms without
-# the faults). With this glibc tunable malloc asks the kernel for 2 MiB pages (madvise): MobileNetV2
-# 128 px training step 885/663/825 -> 508/521/468 ms in alternating processes (benchmarks/RESULTS.md).
+# XLA CPU mallocs every large buffer afresh for each step (there is no buffer pool on the host), and
+# glibc returns big blocks to the kernel at once. Two costs follow, both measured on this project's
+# 2-core KVM machine (benchmarks/RESULTS.md): each step page-faults its activations back in, 4 KiB at
+# a time (a 50 MB elementwise op: 21 ms, 3.7 ms without the faults), and on a VM with free page
+# reporting (virtio-balloon) memory left free for ~2 s is handed to the hypervisor, so the first
+# step after any pause faults it in from the host (1.6 GB re-touched at once: 0.23-0.3 s, after a
+# 3-5 s pause 1.2-2.0 s; kept inside the process: 0.07-0.1 s). mimalloc with purging off keeps freed
+# memory in the process, so neither happens; where it is not installed, glibc's huge-page tunable
+# at least makes each fault 2 MiB (MobileNetV2 128 px step 885/663/825 -> 508/521/468 ms).
 _HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+_MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1",            # never give freed memory back
+                     "MIMALLOC_ALLOW_LARGE_OS_PAGES": "1"}    # and ask for 2 MiB pages (madvise)
+ALLOCATORS = ("auto", "mimalloc", "glibc", "system")
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -43,12 +51,9 @@ def transparent_hugepage_mode(path: str = _THP_ENABLED) -> str | None:
 
 
 def hugepage_environment(environ, thp_mode: str | None, libc: tuple[str, str]) -> dict | None:
-  """The environment to restart the process with so malloc uses huge pages, or None if there is
-  nothing to do: opted out (JAXMED_HUGEPAGES=0), already set, not glibc >= 2.35 (the tunable's
-  first release), or a kernel whose THP mode is not 'madvise' ('always' already gives huge pages;
-  'never' cannot)."""
-  if environ.get("JAXMED_HUGEPAGES", "1") == "0":
-    return None
+  """The environment to restart the process with so glibc's malloc uses huge pages, or None if
+  there is nothing to do: already set, not glibc >= 2.35 (the tunable's first release), or a kernel
+  whose THP mode is not 'madvise' ('always' already gives huge pages; 'never' cannot)."""
   tunables = environ.get("GLIBC_TUNABLES", "")
   if "glibc.malloc.hugetlb" in tunables or thp_mode != "madvise":
     return None
@@ -64,16 +69,76 @@ def hugepage_environment(environ, thp_mode: str | None, libc: tuple[str, str]) -
   return env
 
 
-def restart_with_hugepages() -> None:
-  """Re-executes this command line with malloc's huge-page tunable set, when it would help.
+def mimalloc_library() -> str | None:
+  """The path of the mimalloc shared library the `cmeel-mimalloc` wheel installs, or None."""
+  from importlib import metadata
+  try:
+    dist = metadata.distribution("cmeel-mimalloc")
+  except metadata.PackageNotFoundError:
+    return None
+  for f in dist.files or ():
+    if f.name.startswith("libmimalloc.so"):
+      path = str(dist.locate_file(f))
+      if os.path.isfile(path):
+        return path
+  return None
 
-  glibc reads GLIBC_TUNABLES only at process start, so a command line entry point calls this first
-  thing (the same PID, arguments and environment otherwise). Interactive sessions cannot restart:
-  start Python/Jupyter with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to get the same effect.
+
+def allocator_environment(environ, thp_mode: str | None, libc: tuple[str, str],
+                          mimalloc: str | None) -> dict | None:
+  """The environment to restart the process with for a faster host allocator, or None.
+
+  JAXMED_ALLOCATOR picks: `auto` (default) preloads mimalloc when it is installed, else sets glibc's
+  huge-page tunable where that helps; `mimalloc` / `glibc` ask for one of them; `system` leaves the
+  process alone. A user's own LD_PRELOAD of an allocator (jemalloc, tcmalloc, ...) is respected.
+  """
+  choice = environ.get("JAXMED_ALLOCATOR", "auto")
+  if choice not in ALLOCATORS:
+    raise ValueError(f"JAXMED_ALLOCATOR={choice!r}: expected one of {', '.join(ALLOCATORS)}")
+  if choice == "system":
+    return None
+  preload = environ.get("LD_PRELOAD", "")
+  if "malloc" in preload:  # ours after the restart, or the user's own allocator
+    return None
+  if choice in ("auto", "mimalloc") and mimalloc:
+    env = dict(environ)
+    env["LD_PRELOAD"] = f"{mimalloc}:{preload}" if preload else mimalloc
+    for key, value in _MIMALLOC_OPTIONS.items():
+      env.setdefault(key, value)
+    return env
+  if choice == "mimalloc":
+    print("jaxmed: JAXMED_ALLOCATOR=mimalloc but the cmeel-mimalloc package is not installed "
+          "(pip install cmeel-mimalloc); using glibc's malloc", file=sys.stderr)
+  return hugepage_environment(environ, thp_mode, libc)
+
+
+def loaded_allocator(maps: str = "/proc/self/maps") -> str | None:
+  """Which malloc this process really runs: 'mimalloc', 'jemalloc', 'tcmalloc' or 'glibc' (None
+  where /proc is missing). Read from the mapped libraries, so a preload that failed shows."""
+  try:
+    with open(maps) as f:
+      text = f.read()
+  except OSError:
+    return None
+  for name in ("mimalloc", "jemalloc", "tcmalloc"):
+    if f"lib{name}" in text:
+      return name
+  return "glibc"
+
+
+def restart_with_fast_allocator() -> None:
+  """Re-executes this command line with a faster host allocator, when that would help.
+
+  The dynamic loader reads LD_PRELOAD and glibc reads GLIBC_TUNABLES only at process start, so a
+  command line entry point calls this first thing (same PID and arguments). Interactive sessions
+  cannot restart: start Python/Jupyter with the variables `allocator_environment` sets, e.g.
+  `LD_PRELOAD=$(python -c "import jaxmed.platform as p; print(p.mimalloc_library())")
+  MIMALLOC_PURGE_DELAY=-1 jupyter lab`.
   """
   if not sys.platform.startswith("linux"):
     return
-  env = hugepage_environment(os.environ, transparent_hugepage_mode(), platform.libc_ver())
+  env = allocator_environment(os.environ, transparent_hugepage_mode(), platform.libc_ver(),
+                              mimalloc_library())
   if env is None:
     return
   sys.stdout.flush()

@@ -19,11 +19,11 @@ def versions() -> dict:
 
 def machine() -> dict:
   import jax
-  from jaxmed.platform import transparent_hugepage_mode
+  from jaxmed.platform import loaded_allocator, transparent_hugepage_mode
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
           "transparent_hugepages": transparent_hugepage_mode(),
-          "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+          "allocator": loaded_allocator(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
 
 
 def params_sha256(tree) -> str:

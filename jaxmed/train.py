@@ -10,8 +10,8 @@ summary.json and report/ in the workdir.
 
 import jaxmed.platform
 
-if __name__ == "__main__":  # before the heavy imports: glibc reads its tunables at process start
-  jaxmed.platform.restart_with_hugepages()
+if __name__ == "__main__":  # before the heavy imports: the loader reads LD_PRELOAD at process start
+  jaxmed.platform.restart_with_fast_allocator()
 
 import json
 import logging

@@ -64,14 +64,18 @@ def uninterrupted(data_root, tmp_path_factory):
   return workdir
 
 
-def test_the_command_line_restarts_itself_with_huge_pages_where_that_helps(uninterrupted):
+def test_the_command_line_restarts_itself_with_the_faster_allocator(uninterrupted):
   import platform as stdlib_platform
-  from jaxmed.platform import hugepage_environment, transparent_hugepage_mode
+  from jaxmed import platform as jp
   machine = json.loads((Path(uninterrupted) / "summary.json").read_text())["machine"]
-  expected = hugepage_environment(os.environ, transparent_hugepage_mode(), stdlib_platform.libc_ver())
-  want = (expected or os.environ).get("GLIBC_TUNABLES")
-  assert machine["glibc_tunables"] == want
-  assert machine["transparent_hugepages"] == transparent_hugepage_mode()
+  expected = jp.allocator_environment(os.environ, jp.transparent_hugepage_mode(),
+                                      stdlib_platform.libc_ver(), jp.mimalloc_library())
+  expected = expected or os.environ
+  assert machine["glibc_tunables"] == expected.get("GLIBC_TUNABLES")
+  # read from the run's own /proc/self/maps: a preload that failed to load would show as glibc
+  preloaded = "libmimalloc" in expected.get("LD_PRELOAD", "")
+  assert machine["allocator"] == ("mimalloc" if preloaded else jp.loaded_allocator())
+  assert machine["transparent_hugepages"] == jp.transparent_hugepage_mode()
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(data_root, uninterrupted, tmp_path):
