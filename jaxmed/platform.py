@@ -84,13 +84,26 @@ def mimalloc_library() -> str | None:
   return None
 
 
+def accelerator_plugin() -> str | None:
+  """The installed JAX GPU/TPU plugin's distribution name, if any (read without importing JAX)."""
+  from importlib import metadata
+  for dist in metadata.distributions():
+    name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+    if name.startswith(("jax-cuda", "jax-rocm", "libtpu")):
+      return name
+  return None
+
+
 def allocator_environment(environ, thp_mode: str | None, libc: tuple[str, str],
-                          mimalloc: str | None) -> dict | None:
+                          mimalloc: str | None, accelerator: str | None = None) -> dict | None:
   """The environment to restart the process with for a faster host allocator, or None.
 
-  JAXMED_ALLOCATOR picks: `auto` (default) preloads mimalloc when it is installed, else sets glibc's
-  huge-page tunable where that helps; `mimalloc` / `glibc` ask for one of them; `system` leaves the
-  process alone. A user's own LD_PRELOAD of an allocator (jemalloc, tcmalloc, ...) is respected.
+  JAXMED_ALLOCATOR picks: `auto` (default) preloads mimalloc when it is installed and JAX will run
+  on the CPU, else sets glibc's huge-page tunable where that helps; `mimalloc` / `glibc` ask for
+  one of them; `system` leaves the process alone. With a GPU/TPU plugin installed (`accelerator`)
+  and JAX_PLATFORMS not 'cpu', `auto` skips mimalloc: the step's buffers live on the device there,
+  and keeping freed host memory only costs RAM (MobileNetV2 224 px on an H100: the same img/s,
+  host peak 4.4 GB instead of 2.9). A user's own LD_PRELOAD of an allocator is respected.
   """
   choice = environ.get("JAXMED_ALLOCATOR", "auto")
   if choice not in ALLOCATORS:
@@ -100,7 +113,8 @@ def allocator_environment(environ, thp_mode: str | None, libc: tuple[str, str],
   preload = environ.get("LD_PRELOAD", "")
   if "malloc" in preload:  # ours after the restart, or the user's own allocator
     return None
-  if choice in ("auto", "mimalloc") and mimalloc:
+  on_accelerator = accelerator and environ.get("JAX_PLATFORMS", "").lower() != "cpu"
+  if mimalloc and (choice == "mimalloc" or (choice == "auto" and not on_accelerator)):
     env = dict(environ)
     env["LD_PRELOAD"] = f"{mimalloc}:{preload}" if preload else mimalloc
     for key, value in _MIMALLOC_OPTIONS.items():
@@ -138,7 +152,7 @@ def restart_with_fast_allocator() -> None:
   if not sys.platform.startswith("linux"):
     return
   env = allocator_environment(os.environ, transparent_hugepage_mode(), platform.libc_ver(),
-                              mimalloc_library())
+                              mimalloc_library(), accelerator_plugin())
   if env is None:
     return
   sys.stdout.flush()

@@ -53,6 +53,15 @@ def test_the_users_preloads_and_mimalloc_options_are_kept():
   assert env["MIMALLOC_PURGE_DELAY"] == "100"
 
 
+def test_with_a_gpu_plugin_auto_keeps_glibc_unless_jax_is_told_to_use_the_cpu():
+  tunable = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  assert allocator_environment({}, "madvise", GLIBC, MI, "jax-cuda13-plugin") == tunable
+  env = allocator_environment({"JAX_PLATFORMS": "cpu"}, "madvise", GLIBC, MI, "jax-cuda13-plugin")
+  assert env["LD_PRELOAD"] == MI
+  env = allocator_environment({"JAXMED_ALLOCATOR": "mimalloc"}, "madvise", GLIBC, MI, "libtpu")
+  assert env["LD_PRELOAD"] == MI
+
+
 def test_without_mimalloc_glibc_gets_the_huge_page_tunable():
   assert allocator_environment({}, "madvise", GLIBC, None) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
   assert allocator_environment({"JAXMED_ALLOCATOR": "glibc"}, "madvise", GLIBC, MI) == {

@@ -69,7 +69,8 @@ def test_the_command_line_restarts_itself_with_the_faster_allocator(uninterrupte
   from jaxmed import platform as jp
   machine = json.loads((Path(uninterrupted) / "summary.json").read_text())["machine"]
   expected = jp.allocator_environment(os.environ, jp.transparent_hugepage_mode(),
-                                      stdlib_platform.libc_ver(), jp.mimalloc_library())
+                                      stdlib_platform.libc_ver(), jp.mimalloc_library(),
+                                      jp.accelerator_plugin())
   expected = expected or os.environ
   assert machine["glibc_tunables"] == expected.get("GLIBC_TUNABLES")
   # read from the run's own /proc/self/maps: a preload that failed to load would show as glibc
