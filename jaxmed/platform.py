@@ -13,10 +13,10 @@ _CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 # 2-core KVM machine (benchmarks/RESULTS.md): each step page-faults its activations back in, 4 KiB at
 # a time (a 50 MB elementwise op: 21 ms, 3.7 ms without the faults), and on a VM with free page
 # reporting (virtio-balloon) memory left free for ~2 s is handed to the hypervisor, so the first
-# step after any pause faults it in from the host (1.6 GB re-touched at once: 0.23-0.3 s, after a
-# 3-5 s pause 1.2-2.0 s; kept inside the process: 0.07-0.1 s). mimalloc with purging off keeps freed
-# memory in the process, so neither happens; where it is not installed, glibc's huge-page tunable
-# at least makes each fault 2 MiB (MobileNetV2 128 px step 885/663/825 -> 508/521/468 ms).
+# step after any pause faults it in from the host (1.6 GB re-touched at once: 0.23-0.65 s, after
+# a 3-5 s pause 1.2-2.0 s; kept inside the process: 0.07-0.1 s). mimalloc with purging off keeps
+# freed memory in the process, so neither happens; where it is not installed, glibc's huge-page
+# tunable at least makes each fault 2 MiB (MobileNetV2 128 px step 885/663/825 -> 508/521/468 ms).
 _HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 _MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1",            # never give freed memory back
                      "MIMALLOC_ALLOW_LARGE_OS_PAGES": "1"}    # and ask for 2 MiB pages (madvise)
