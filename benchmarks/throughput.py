@@ -87,10 +87,7 @@ def mimalloc_environment(env: dict) -> dict:
   if library is None:
     raise SystemExit("keras-tensorflow-mimalloc needs the cmeel-mimalloc package (pip install "
                      "cmeel-mimalloc)")
-  chosen = platform_module.allocator_environment({**env, "JAXMED_ALLOCATOR": "mimalloc"}, None,
-                                                 ("", ""), library)
-  chosen.pop("JAXMED_ALLOCATOR")
-  return chosen
+  return platform_module.mimalloc_environment(env, library)
 
 
 class Worker:

@@ -115,15 +115,21 @@ def allocator_environment(environ, thp_mode: str | None, libc: tuple[str, str],
     return None
   on_accelerator = accelerator and environ.get("JAX_PLATFORMS", "").lower() != "cpu"
   if mimalloc and (choice == "mimalloc" or (choice == "auto" and not on_accelerator)):
-    env = dict(environ)
-    env["LD_PRELOAD"] = f"{mimalloc}:{preload}" if preload else mimalloc
-    for key, value in _MIMALLOC_OPTIONS.items():
-      env.setdefault(key, value)
-    return env
+    return mimalloc_environment(environ, mimalloc)
   if choice == "mimalloc":
     print("jaxmed: JAXMED_ALLOCATOR=mimalloc but the cmeel-mimalloc package is not installed "
           "(pip install cmeel-mimalloc); using glibc's malloc", file=sys.stderr)
   return hugepage_environment(environ, thp_mode, libc)
+
+
+def mimalloc_environment(environ, library: str) -> dict:
+  """`environ` with `library` preloaded first and jaxmed's mimalloc options (the user's kept)."""
+  env = dict(environ)
+  preload = environ.get("LD_PRELOAD", "")
+  env["LD_PRELOAD"] = f"{library}:{preload}" if preload else library
+  for key, value in _MIMALLOC_OPTIONS.items():
+    env.setdefault(key, value)
+  return env
 
 
 def loaded_allocator(maps: str = "/proc/self/maps") -> str | None:
