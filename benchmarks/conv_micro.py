@@ -1,8 +1,14 @@
-"""Micro-benchmark: lax grouped conv vs jaxmed's fast depthwise path on CPU (3x3, NHWC, fp32).
+"""Micro-benchmark: lax vs jaxmed's CPU fast paths, per convolution (NHWC, fp32).
 
   python benchmarks/conv_micro.py [--batch 32] [--runs 7] [--dtype float32] [--json FILE]
+  python benchmarks/conv_micro.py --dense   # 3x3 stride-1 dense convs: lax vs Winograd
 
-Times forward and forward+backward (grads for input and kernel), median of --runs after warm-up.
+Default: depthwise convs (MobileNet shapes), lax's grouped conv vs the shifted multiply-adds.
+--dense: ResNet50V2's 3x3 stride-1 convs at 224 and 128 px (C in = C out), lax vs Winograd
+F(2x2, 3x3) (whose gradient is lax's). Times forward and forward+backward (grads for input and
+kernel), median of --runs after warm-up. Runs under the allocator `python -m jaxmed.train` uses
+(mimalloc; JAXMED_ALLOCATOR=system for glibc malloc, where fresh temporaries are page-faulted on
+every call).
 """
 
 import argparse
@@ -11,17 +17,25 @@ import statistics
 import time
 
 import jaxmed  # noqa: F401  (sets the XLA CPU flags before jax initialises)
+from jaxmed import platform
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmed.ops import depthwise
+from jaxmed.ops import depthwise, winograd
 from jaxmed.ops.conv import conv_reference
 
 SHAPES = [(64, 64, 96), (32, 32, 144), (16, 16, 192), (8, 8, 576)]
+DENSE_SHAPES = [(56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512),  # ResNet50V2, 224 px
+                (32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512)]   # and 128 px
+PAD1 = ((1, 1), (1, 1))
 
 
-def _impl(name, stride):
+def _impl(name, stride, dense=False):
+  if dense:
+    if name == "lax":
+      return lambda x, k: conv_reference(x, k, (1, 1), PAD1)
+    return lambda x, k: winograd.winograd_conv3x3(x, k, PAD1)
   if name == "lax":
     return lambda x, k: conv_reference(x, k, (stride, stride), "SAME", x.shape[-1])
 
@@ -48,6 +62,8 @@ def main():
   parser.add_argument("--runs", type=int, default=7)
   parser.add_argument("--kernel", type=int, default=3)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--dense", action="store_true",
+                      help="3x3 stride-1 dense convs (ResNet), lax vs Winograd")
   parser.add_argument("--json", help="also write the results to this file")
   args = parser.parse_args()
   dtype = jnp.dtype(args.dtype)
@@ -55,13 +71,15 @@ def main():
   rows = []
   print(f"{'shape':>12} {'s':>2} | {'lax fwd':>8} {'fast fwd':>8} {'x':>5} | "
         f"{'lax fb':>8} {'fast fb':>8} {'x':>5}   (ms, median of {args.runs}, {jax.devices()[0]})")
-  for h, w, c in SHAPES:
+  for h, w, c in DENSE_SHAPES if args.dense else SHAPES:
     x = jnp.asarray(rng.normal(size=(args.batch, h, w, c)), dtype)
-    k = jnp.asarray(rng.normal(size=(args.kernel, args.kernel, c, 1)), dtype)
-    for stride in (1, 2):
-      row = {"shape": [args.batch, h, w, c], "stride": stride, "dtype": args.dtype}
+    kshape = (3, 3, c, c) if args.dense else (args.kernel, args.kernel, c, 1)
+    k = jnp.asarray(rng.normal(size=kshape) / np.sqrt(np.prod(kshape[:3])), dtype)
+    for stride in (1,) if args.dense else (1, 2):
+      row = {"shape": [args.batch, h, w, c], "stride": stride, "dtype": args.dtype,
+             "kernel": list(kshape)}
       for name in ("lax", "fast"):
-        conv = _impl(name, stride)
+        conv = _impl(name, stride, args.dense)
         fwd = jax.jit(conv)
         fb = jax.jit(jax.grad(lambda x, k, conv=conv: jnp.sum(conv(x, k).astype(jnp.float32) ** 2),
                               argnums=(0, 1)))
@@ -77,4 +95,5 @@ def main():
 
 
 if __name__ == "__main__":
+  platform.restart_with_fast_allocator()  # as python -m jaxmed.train runs (JAXMED_ALLOCATOR)
   main()

@@ -1,14 +1,16 @@
 """A/B of jaxmed's CPU fast-path pieces on one whole train step, in one process.
 
   python benchmarks/fastpath_ab.py [--model mobilenet_v2] [--size 128] [--rounds 8] \
-      [--variants before,pointwise,current]
+      [--phase finetune|frozen] [--variants before,pointwise,nowinograd,current]
 
-Each variant patches, at trace time, what the models call: `before` = lax for 1x1 convs and
-Flax's nn.BatchNorm followed by the activation; `pointwise` = 1x1 convs as GEMMs, Flax
-BatchNorm; `current` = what jaxmed runs (GEMMs + fused BatchNorm). Variants are compiled
-ahead of time, then stepped round-robin so machine noise hits them alike; the table gives the
-median ms per step (first round dropped) and the ratio to the first variant. Fine-tuning phase,
-batch 32, Adam, random uint8 images, fp32.
+Each variant patches, at trace time, what the models call: `before` = lax for 1x1 and 3x3
+convs and Flax's nn.BatchNorm followed by the activation; `pointwise` = 1x1 convs as GEMMs,
+Flax BatchNorm; `nowinograd` = GEMMs + fused BatchNorm, 3x3 convs by lax; `current` = what
+jaxmed runs (also Winograd for wide 3x3 stride-1 convs). Variants are compiled ahead of time,
+then stepped round-robin so machine noise hits them alike (each visit: one untimed step, then
+the timed one); the table gives the median ms per step (first round dropped) and the ratio to
+the first variant. Batch 32, Adam, random uint8 images, fp32; `frozen` is the frozen-backbone
+step of train.py's phase 1. Runs under the allocator `python -m jaxmed.train` uses.
 """
 
 import argparse
@@ -17,6 +19,7 @@ import time
 from typing import Any
 
 import jaxmed  # noqa: F401  (XLA flags before jax starts)
+from jaxmed import platform
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -32,7 +35,8 @@ from jaxmed.ops import conv
 from jaxmed.steps import StepOptions, TrainState, make_train_step
 
 MODULES = (mobilenet_v1, mobilenet_v2, resnet)
-ORIGINAL = {"pointwise_ok": conv._pointwise_ok, "bn": mobilenet_v2.BatchNorm}
+ORIGINAL = {"pointwise_ok": conv._pointwise_ok, "winograd_ok": conv._winograd_ok,
+            "bn": mobilenet_v2.BatchNorm}
 
 
 class FlaxBatchNormThenActivation(nn.BatchNorm):
@@ -49,6 +53,7 @@ class FlaxBatchNormThenActivation(nn.BatchNorm):
 
 def patch(variant: str):
   conv._pointwise_ok = ORIGINAL["pointwise_ok"] if variant != "before" else (lambda *a: False)
+  conv._winograd_ok = ORIGINAL["winograd_ok"] if variant == "current" else (lambda *a: False)
   bn = FlaxBatchNormThenActivation if variant in ("before", "pointwise") else ORIGINAL["bn"]
   for module in MODULES:
     module.BatchNorm = bn
@@ -59,7 +64,8 @@ def main():
   parser.add_argument("--model", default="mobilenet_v2")
   parser.add_argument("--size", type=int, default=128)
   parser.add_argument("--rounds", type=int, default=8)
-  parser.add_argument("--variants", default="before,pointwise,current")
+  parser.add_argument("--phase", default="finetune", choices=["finetune", "frozen"])
+  parser.add_argument("--variants", default="before,pointwise,nowinograd,current")
   args = parser.parse_args()
   variants = args.variants.split(",")
 
@@ -72,15 +78,18 @@ def main():
   index = jax.device_put(np.arange(32, dtype=np.int32))
   variables = jax.jit(lambda k: model.init(k, images[:1], train=False))(jax.random.PRNGKey(0))
   params, stats = variables["params"], variables["batch_stats"]
+  frozen = args.phase == "frozen"  # train.py's phase 1: stages below num_stages frozen
+  options = (StepOptions(trainable_from=model.num_stages, bn_train=False) if frozen
+             else StepOptions())
   tx, _ = optim.make_optimizer(ml_collections.ConfigDict(dict(epochs=1, learning_rate=1e-3)),
-                               optim.param_labels(params, args.model, 0), 1)
+                               optim.param_labels(params, args.model, None if frozen else 0), 1)
   steps, states = {}, {}
   for v in variants:
     patch(v)
     state = TrainState(jnp.asarray(0), jax.tree.map(jnp.copy, params),  # steps donate the state
                        jax.tree.map(jnp.copy, stats), tx.init(params), jax.random.PRNGKey(0))
     t0 = time.perf_counter()
-    steps[v] = make_train_step(model, tx, StepOptions()).lower(
+    steps[v] = make_train_step(model, tx, options).lower(
         state, images, labels, index, np.float32(1)).compile()
     print(f"{v}: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
     states[v] = state
@@ -88,12 +97,18 @@ def main():
   times = {v: [] for v in variants}
   for _ in range(args.rounds):
     for v in variants:
+      # An untimed step first: XLA CPU takes each run's temporaries as one block (~2 GB for
+      # ResNet50V2 224 px fine-tuning), and the allocator may hand the block of the variant
+      # that ran before to this one and map this one's afresh (measured: ~1200 page faults and
+      # +40 % on the larger variant's step when timed right after the switch, none after).
+      states[v], metrics = steps[v](states[v], images, labels, index, np.float32(1))
+      jax.block_until_ready(metrics)
       t0 = time.perf_counter()
       states[v], metrics = steps[v](states[v], images, labels, index, np.float32(1))
       jax.block_until_ready(metrics)
       times[v].append(time.perf_counter() - t0)
   base = statistics.median(times[variants[0]][1:])
-  print(f"\n{args.model} {args.size} px, batch 32, fine-tuning step; median of {args.rounds - 1}")
+  print(f"\n{args.model} {args.size} px, batch 32, {args.phase} step; median of {args.rounds - 1}")
   print("| variant | ms/step | vs first |\n|---|---|---|")
   for v in variants:
     ms = statistics.median(times[v][1:])
@@ -101,4 +116,5 @@ def main():
 
 
 if __name__ == "__main__":
+  platform.restart_with_fast_allocator()  # as python -m jaxmed.train runs
   main()

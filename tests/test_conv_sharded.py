@@ -1,4 +1,4 @@
-"""The CPU fast paths under GSPMD batch sharding (4 simulated devices) equal lax unsharded.
+"""The CPU fast paths (1x1 GEMM, depthwise, Winograd) under GSPMD batch sharding (4 simulated devices) equal lax unsharded.
 
 Runs in a subprocess: the device count is fixed when jax starts.
 """
@@ -16,10 +16,12 @@ SCRIPT = textwrap.dedent("""
   depthwise._chunk_size = lambda x: 2  # exercise the batch-chunk loop on sharded batches
   mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Auto,))
   rng = np.random.default_rng(0)
-  for kshape, groups in (((1, 1, 8, 12), 1), ((3, 3, 8, 1), 8)):
-    for stride in (1, 2):
-      x = rng.normal(size=(8, 12, 12, 8)).astype(np.float32)
-      k = rng.normal(size=kshape).astype(np.float32)
+  # 1x1 GEMM, depthwise (strides 1 and 2), Winograd (stride 1 only; stride 2 is lax's)
+  for kshape, groups, strides in (((1, 1, 8, 12), 1, (1, 2)), ((3, 3, 8, 1), 8, (1, 2)),
+                                  ((3, 3, 128, 128), 1, (1,))):
+    for stride in strides:
+      x = rng.normal(size=(8, 12, 12, kshape[2])).astype(np.float32)
+      k = (rng.normal(size=kshape) / np.sqrt(np.prod(kshape[:3]))).astype(np.float32)
       y = conv.conv_reference(x, k, (stride, stride), "SAME", groups)
       g = rng.normal(size=y.shape).astype(np.float32)
       def grads(f):

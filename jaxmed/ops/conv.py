@@ -14,7 +14,7 @@ from typing import Sequence, Union
 import jax
 from jax import lax
 
-from jaxmed.ops import depthwise, pointwise
+from jaxmed.ops import depthwise, pointwise, winograd
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 
@@ -54,6 +54,27 @@ def _pointwise_ok(x, kernel, strides, padding, feature_group_count):
   return all(lo == 0 and hi == 0 for lo, hi in padding)
 
 
+# Below this many input or output channels the Winograd transforms cost more than the products
+# they save. `python benchmarks/conv_micro.py --dense` (ResNet50V2's convs, batch 32, forward,
+# speed vs lax): 56x56x64 0.8x; 28x28x128 1.2x, 14x14x256 1.4x, 7x7x512 1.3x, 16x16x128 1.3x,
+# 8x8x256 1.4x, 4x4x512 1.0x. Whole frozen ResNet50V2 step: 0.90x (224 px) and 0.92x (128 px)
+# of the time with lax (benchmarks/fastpath_ab.py --phase frozen --variants nowinograd,current).
+WINOGRAD_MIN_CHANNELS = 128
+
+
+def _winograd_ok(x, kernel, strides, padding, feature_group_count):
+  """True for float32 3x3 stride-1 dense convs wide enough for Winograd to pay off."""
+  if x.ndim != 4 or kernel.shape[:2] != (3, 3) or feature_group_count != 1 or strides != (1, 1):
+    return False
+  if x.dtype != jax.numpy.float32 or kernel.dtype != jax.numpy.float32:
+    return False  # bfloat16 would lose bits in the transforms; lax keeps its own accuracy
+  if min(kernel.shape[2:]) < WINOGRAD_MIN_CHANNELS:
+    return False
+  if isinstance(padding, str):
+    return padding.upper() in ("SAME", "VALID")
+  return all(lo >= 0 and hi >= 0 for lo, hi in padding)
+
+
 def conv_impl() -> str:
   """JAXMED_CONV_IMPL (auto | lax | fast), checked; read at trace time by conv2d and max_pool."""
   impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()
@@ -73,14 +94,18 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
 
   On CPU: 1x1 convs run as GEMMs (`pointwise`, 2-3x faster forward+backward than lax, whose
   kernel gradient transposes both operands), depthwise convs as shifted multiply-adds
-  (`depthwise`, XLA CPU's grouped conv is 10-40x slower); other dense convs use lax (its XLA CPU
-  kernels beat shifted-GEMM and im2col). GPU and TPU keep lax everywhere.
+  (`depthwise`, XLA CPU's grouped conv is 10-40x slower), wide 3x3 stride-1 convs as Winograd
+  F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax); other dense convs use lax (its
+  XLA CPU kernels beat shifted-GEMM and im2col). GPU and TPU keep lax everywhere.
   """
   impl = conv_impl()
   strides = tuple(strides)
   on_cpu = cpu_fast_paths()
   if on_cpu and _pointwise_ok(x, kernel, strides, padding, feature_group_count):
     return pointwise.strided_pointwise_conv(x, kernel, strides[0])
+  if on_cpu and _winograd_ok(x, kernel, strides, padding, feature_group_count):
+    pads = depthwise.resolve_padding(padding, x.shape[1:3], (3, 3), 1)
+    return winograd.winograd_conv3x3(x, kernel, pads)
   # Depthwise: single device only. The op alone matches lax under 4-device batch sharding
   # (tests/test_conv_sharded.py), but inside a sharded MobileNetV2 step its kernel gradient once
   # came out wrong (max error 0.47 vs 1e-3 for lax); until that is understood, sharded runs keep lax.
