@@ -76,116 +76,25 @@ machine, versions, load averages and date. Logs of each subprocess are kept in W
 """
 
 import argparse
-import hashlib
-import importlib.metadata
 import json
-import math
 import os
-import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from e2e_keras import AUGMENT, EVENT
+from e2e_report import fmt, load_average, machine_info, print_tables, summarize, versions
+from e2e_split import build_split, jaxmed_view
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest_xray_pneumonia" / "train"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 FRAMEWORKS = ["jaxmed", "keras-flow", "keras-tfdata"]
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-EVENT = "@@E2E "  # prefix of the Keras workers' event lines
-
-# The augmentation, in ImageDataGenerator's option names and units (shear in degrees).
-AUGMENT = dict(rotation_range=10.0, width_shift_range=0.1, height_shift_range=0.1,
-               shear_range=0.1, zoom_range=0.1, horizontal_flip=True, fill_mode="nearest")
-
-
-# ------------------------------------------------------------------------------------ the split
-def list_class_files(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-  """Sorted class folder names and (file, label) pairs of the images below each of them."""
-  classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-  files = []
-  for label, name in enumerate(classes):
-    for f in sorted((folder / name).iterdir()):
-      if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTENSIONS:
-        files.append((f, label))
-  return classes, files
-
-
-def stratified_take(labels: list[int], count: int, rng) -> list[int]:
-  """`count` indices drawn per class in proportion (largest remainder, >= 1 per class)."""
-  import numpy as np
-  labels = np.asarray(labels)
-  classes = np.unique(labels)
-  if count >= len(labels):
-    return list(range(len(labels)))
-  quota = {c: count * np.mean(labels == c) for c in classes}
-  take = {c: max(1, int(math.floor(q))) for c, q in quota.items()}
-  for c in sorted(classes, key=lambda c: quota[c] - math.floor(quota[c]), reverse=True):
-    if sum(take.values()) >= count:
-      break
-    take[c] += 1
-  out = []
-  for c in classes:
-    idx = np.flatnonzero(labels == c)
-    out += rng.permutation(idx)[:min(take[c], len(idx))].tolist()
-  return sorted(out)
-
-
-def build_split(data: Path, out: Path, val_fraction: float, seed: int, subset: int | None,
-                val_subset: int | None) -> dict:
-  """Writes out/{train,val}/<class>/ symlinks; returns classes, counts and a digest per split."""
-  import numpy as np
-  classes, files = list_class_files(data)
-  if len(classes) < 2:
-    raise SystemExit(f"error: {data}: expected at least 2 class folders, found {classes}")
-  rng = np.random.default_rng(seed)
-  labels = [l for _, l in files]
-  val_idx = []
-  for c in range(len(classes)):  # per class round(n * fraction), as jaxmed.data.split does
-    idx = [i for i, l in enumerate(labels) if l == c]
-    n = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
-    val_idx += rng.permutation(idx)[:n].tolist()
-  val_set = set(val_idx)
-  parts = {"train": [files[i] for i in range(len(files)) if i not in val_set],
-           "val": [files[i] for i in sorted(val_set)]}
-  for name, count in (("train", subset), ("val", val_subset)):
-    if count:
-      keep = stratified_take([l for _, l in parts[name]], count, rng)
-      parts[name] = [parts[name][i] for i in keep]
-  if out.exists():
-    shutil.rmtree(out)
-  info = {"source": str(data), "classes": classes, "counts": {}, "sha256": {}}
-  for name, items in parts.items():
-    for c in classes:
-      (out / name / c).mkdir(parents=True)
-    for f, label in items:
-      os.symlink(f.resolve(), out / name / classes[label] / f.name)
-    info["counts"][name] = {c: sum(1 for _, l in items if l == i) for i, c in enumerate(classes)}
-    info["sha256"][name] = files_digest(f"{classes[l]}/{f.name}" for f, l in items)
-  info["num_source_files"] = len(files)
-  return info
-
-
-def files_digest(relative_paths) -> str:
-  """sha256 over the sorted '<class>/<file name>' strings of one split."""
-  return hashlib.sha256("\n".join(sorted(relative_paths)).encode()).hexdigest()[:16]
-
-
-def jaxmed_view(tree: Path) -> dict:
-  """The tree as jaxmed.train will see it (the same discovery call); imports neither JAX nor TF."""
-  from jaxmed.data import discover
-  listing = discover.list_dataset(str(tree))
-  out = {"classes": listing.classes, "splits": sorted(listing.lists), "counts": {}, "sha256": {}}
-  for name, fl in listing.lists.items():
-    rel = [f"{listing.classes[l]}/{Path(p).name}" for p, l in zip(fl.paths, fl.labels)]
-    out["counts"][name] = {c: fl.labels.count(i) for i, c in enumerate(listing.classes)}
-    out["sha256"][name] = files_digest(rel)
-  return out
 
 
 # ------------------------------------------------------------------------- jaxmed subprocess
@@ -342,242 +251,12 @@ def run_keras(args, framework: str, tree: Path, workdir: Path) -> dict:
 
   env = child_env()
   env["KERAS_BACKEND"] = "tensorflow"
-  cmd = [sys.executable, str(Path(__file__).resolve()), "--child", framework, "--tree", str(tree),
+  cmd = [sys.executable, str(HERE / "e2e_keras.py"), framework, "--tree", str(tree),
          "--size", str(args.size), "--batch", str(args.batch), "--seed", str(args.seed),
          "--frozen-epochs", str(args.frozen_epochs), "--finetune-epochs",
          str(args.finetune_epochs), "--weights", str(args.weights)]
   rc, wall = run_logged(cmd, env, workdir / "logs" / f"{framework}.log", on_line)
   return {"rc": rc, "wall_s": wall, "epochs": epochs, **info}
-
-
-def keras_child(args):
-  """Runs in the Keras subprocess (KERAS_BACKEND=tensorflow)."""
-  import tensorflow as tf
-  import keras
-  from keras.applications import mobilenet
-
-  def emit(event, **fields):
-    print(EVENT + json.dumps({"event": event, **fields}), flush=True)
-
-  keras.utils.set_random_seed(args.seed)
-  size, batch, tree = args.size, args.batch, Path(args.tree)
-  t_ready = time.perf_counter()
-
-  if args.child == "keras-flow":
-    ImageDataGenerator = tf.keras.preprocessing.image.ImageDataGenerator
-    train_gen = ImageDataGenerator(preprocessing_function=mobilenet.preprocess_input, **AUGMENT)
-    val_gen = ImageDataGenerator(preprocessing_function=mobilenet.preprocess_input)
-    train = train_gen.flow_from_directory(str(tree / "train"), target_size=(size, size),
-                                          batch_size=batch, class_mode="sparse", seed=args.seed)
-    val = val_gen.flow_from_directory(str(tree / "val"), target_size=(size, size),
-                                      batch_size=batch, class_mode="sparse", shuffle=False)
-    seen = {}
-    for name, it in (("train", train), ("val", val)):
-      names = {i: c for c, i in it.class_indices.items()}
-      rel = [f"{names[int(l)]}/{Path(p).name}" for p, l in zip(it.filepaths, it.classes)]
-      seen[name] = {"count": len(rel), "sha256": files_digest(rel),
-                    "classes": [names[i] for i in sorted(names)]}
-    steps = {"train": len(train), "val": len(val)}
-  else:
-    AUTOTUNE = tf.data.AUTOTUNE
-    seen, lists = {}, {}
-    for name in ("train", "val"):
-      classes = sorted(d.name for d in (tree / name).iterdir() if d.is_dir())
-      paths, labels = [], []
-      for label, c in enumerate(classes):
-        for f in sorted((tree / name / c).iterdir()):
-          if f.suffix.lower() in IMAGE_EXTENSIONS:
-            paths.append(str(f))
-            labels.append(label)
-      lists[name] = (paths, labels)
-      seen[name] = {"count": len(paths), "classes": classes, "sha256": files_digest(
-          f"{classes[l]}/{Path(p).name}" for p, l in zip(paths, labels))}
-
-    def load(path, label):
-      image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-      image = tf.image.resize(image, (size, size))  # bilinear, float32
-      return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
-
-    shear = math.sin(math.radians(AUGMENT["shear_range"]))  # ImageDataGenerator's shear matrix
-    augment = keras.Sequential([
-        keras.layers.RandomRotation(AUGMENT["rotation_range"] / 360.0, fill_mode="nearest",
-                                    seed=args.seed),
-        keras.layers.RandomTranslation(AUGMENT["height_shift_range"],
-                                       AUGMENT["width_shift_range"], fill_mode="nearest",
-                                       seed=args.seed + 1),
-        keras.layers.RandomShear(x_factor=shear, y_factor=0.0, fill_mode="nearest",
-                                 seed=args.seed + 2),
-        keras.layers.RandomZoom(AUGMENT["zoom_range"], AUGMENT["zoom_range"],
-                                fill_mode="nearest", seed=args.seed + 3),
-        keras.layers.RandomFlip("horizontal", seed=args.seed + 4),
-    ], name="augment")
-
-    def train_map(images, labels):
-      images = augment(tf.cast(images, tf.float32), training=True)
-      return mobilenet.preprocess_input(images), labels
-
-    def val_map(images, labels):
-      return mobilenet.preprocess_input(tf.cast(images, tf.float32)), labels
-
-    def dataset(name):
-      return tf.data.Dataset.from_tensor_slices(lists[name]).map(load, num_parallel_calls=AUTOTUNE)
-
-    n_train = len(lists["train"][0])
-    train = (dataset("train").cache().shuffle(n_train, seed=args.seed, reshuffle_each_iteration=True)
-             .batch(batch).map(train_map, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
-    val = (dataset("val").cache().batch(batch).map(val_map, num_parallel_calls=AUTOTUNE)
-           .prefetch(AUTOTUNE))
-    steps = {"train": math.ceil(n_train / batch), "val": math.ceil(len(lists["val"][0]) / batch)}
-  emit("files", **seen, steps=steps)
-
-  t_model = time.perf_counter()
-  base = keras.applications.MobileNet(input_shape=(size, size, 3), alpha=0.25, include_top=False,
-                                      weights=str(args.weights))
-  inputs = keras.Input((size, size, 3))
-  x = base(inputs)  # no training=False: BatchNorm trains once the base is unfrozen (phase 2)
-  x = keras.layers.GlobalAveragePooling2D()(x)
-  outputs = keras.layers.Dense(2, activation="softmax")(x)
-  model = keras.Model(inputs, outputs)
-  emit("ready", data_s=t_model - t_ready, model_s=time.perf_counter() - t_model)
-
-  class Timer(keras.callbacks.Callback):
-    def __init__(self, phase):
-      super().__init__()
-      self.phase = phase
-
-    def on_epoch_begin(self, epoch, logs=None):
-      self.t0, self.first_batch_s, self.batches = time.perf_counter(), None, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-      self.batches += 1
-      if self.first_batch_s is None:
-        self.first_batch_s = time.perf_counter() - self.t0
-
-    def on_epoch_end(self, epoch, logs=None):
-      logs = logs or {}
-      emit("epoch", epoch=epoch + 1, phase=self.phase, epoch_s=time.perf_counter() - self.t0,
-           first_batch_s=self.first_batch_s, steps=self.batches,
-           val_accuracy=float(logs.get("val_accuracy", float("nan"))),
-           val_loss=float(logs.get("val_loss", float("nan"))),
-           train_accuracy=float(logs.get("accuracy", float("nan"))),
-           train_loss=float(logs.get("loss", float("nan"))))
-
-  done = 0
-  for phase, epochs, lr, trainable in (("frozen", args.frozen_epochs, 1e-3, False),
-                                       ("finetune", args.finetune_epochs, 1e-4, True)):
-    if epochs <= 0:
-      continue
-    base.trainable = trainable
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    emit("fit_start", phase=phase)
-    model.fit(train, validation_data=val, epochs=done + epochs, initial_epoch=done, verbose=2,
-              callbacks=[Timer(phase)])
-    done += epochs
-  emit("done")
-
-
-# ------------------------------------------------------------------------------------ reporting
-def machine_info() -> dict:
-  cpu = ""
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  mem = None
-  try:
-    mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-  except (ValueError, OSError):
-    pass
-  return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-          "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-          "memory_gib": mem, "python": platform.python_version(), "hostname": platform.node()}
-
-
-def versions() -> dict:
-  out = {}
-  for p in ("jax", "jaxlib", "flax", "optax", "keras", "tensorflow", "tensorflow-cpu", "numpy",
-            "pillow", "scipy"):
-    try:
-      out[p] = importlib.metadata.version(p)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  try:
-    out["jaxmed_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip()
-  except OSError:
-    pass
-  return out
-
-
-def load_average() -> list[float]:
-  return [round(x, 2) for x in os.getloadavg()]
-
-
-def summarize(framework: str, result: dict, target: float) -> dict:
-  epochs = result["epochs"]
-  cumulative = 0.0
-  for e in epochs:
-    cumulative += e["epoch_s"]
-    e["cumulative_s"] = cumulative
-  reached = next((e for e in epochs if e["val_accuracy"] >= target), None)
-  by_phase = {}
-  for phase in ("frozen", "finetune"):
-    times = [e["epoch_s"] for e in epochs if e["phase"] == phase]
-    if times:
-      by_phase[phase] = {"first_epoch_s": times[0],
-                         "later_epochs_median_s": statistics.median(times[1:]) if len(times) > 1 else None}
-  return {
-      "framework": framework, "rc": result["rc"], "epochs_done": len(epochs),
-      "wall_s": result["wall_s"], "startup_s": result.get("startup_s"),
-      "epoch_s_total": cumulative, "per_phase": by_phase,
-      # wall time not inside any epoch up to the last one: startup, data, weights, compiles
-      "outside_epochs_s": epochs[-1]["since_start_s"] - cumulative if epochs else None,
-      "final_val_accuracy": epochs[-1]["val_accuracy"] if epochs else None,
-      "best_val_accuracy": max((e["val_accuracy"] for e in epochs), default=None),
-      "target_accuracy": target,
-      "target_epoch": reached["epoch"] if reached else None,
-      "time_to_target_epoch_s": reached["cumulative_s"] if reached else None,
-      "time_to_target_since_start_s": reached["since_start_s"] if reached else None,
-  }
-
-
-def fmt(x, spec="7.1f", none="-"):
-  return none if x is None else format(x, spec)
-
-
-def print_tables(summaries: list[dict], records: list[dict]):
-  print("\nper epoch (epoch_s: train + validation; cumulative_s: sum of epoch_s; since_start_s: "
-        "wall since the process started)")
-  print(f"{'framework':13s} {'epoch':>5s} {'phase':8s} {'epoch_s':>8s} {'cum_s':>8s} "
-        f"{'start_s':>8s} {'train_acc':>9s} {'val_acc':>8s} {'val_loss':>8s}")
-  for r in records:
-    print(f"{r['framework']:13s} {r['epoch']:5d} {r['phase']:8s} {fmt(r['epoch_s'], '8.1f')} "
-          f"{fmt(r['cumulative_s'], '8.1f')} {fmt(r['since_start_s'], '8.1f')} "
-          f"{fmt(r.get('train_accuracy'), '9.4f')} {fmt(r['val_accuracy'], '8.4f')} "
-          f"{fmt(r.get('val_loss'), '8.4f')}")
-  print("\nsummary (time to target: cumulative epoch seconds / wall seconds since start)")
-  print("  startup_s: process start -> first epoch begins; outside_s: all wall time before the "
-        "last epoch's end that no epoch_s covers\n  (startup + jaxmed's finetune compile); "
-        "1st/med: the phase's first epoch / median of its later epochs")
-  print(f"{'framework':13s} {'rc':>3s} {'startup_s':>9s} {'outside_s':>9s} {'frozen 1st/med':>15s} "
-        f"{'finetune 1st/med':>17s} {'total_s':>8s} {'best_val':>8s} {'target':>22s}")
-  for s in summaries:
-    ph = s["per_phase"]
-
-    def pair(p):
-      return (f"{fmt(ph[p]['first_epoch_s'], '.1f')}/{fmt(ph[p]['later_epochs_median_s'], '.1f')}"
-              if p in ph else "-")
-
-    tgt = (f"ep {s['target_epoch']}: {s['time_to_target_epoch_s']:.1f}/"
-           f"{s['time_to_target_since_start_s']:.1f}" if s["target_epoch"] else "not reached")
-    print(f"{s['framework']:13s} {s['rc']:3d} {fmt(s['startup_s'], '9.1f')} "
-          f"{fmt(s['outside_epochs_s'], '9.1f')} {pair('frozen'):>15s} "
-          f"{pair('finetune'):>17s} {s['wall_s']:8.1f} {fmt(s['best_val_accuracy'], '8.4f')} "
-          f"{tgt:>22s}")
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -602,15 +281,11 @@ def parse_args(argv=None):
   p.add_argument("--json", type=Path, default=None)
   p.add_argument("--cpu", action="store_true", help="JAX_PLATFORMS=cpu for jaxmed")
   p.add_argument("--verbose", action="store_true", help="echo the subprocesses' output")
-  p.add_argument("--child", choices=["keras-flow", "keras-tfdata"], help=argparse.SUPPRESS)
-  p.add_argument("--tree", help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.child:
-    return keras_child(args)
   frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
   unknown = sorted(set(frameworks) - set(FRAMEWORKS))
   if unknown:
@@ -691,8 +366,7 @@ def main(argv=None):
   if args.json:
     out = {"date": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "command": " ".join([sys.executable, *sys.argv]),
-           "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                    if k not in ("child", "tree")},
+           "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "machine": machine_info(), "versions": versions(), "load_average": loads,
            "split": split, "augment": AUGMENT, "workdir": str(workdir),
            "records": records, "summaries": summaries,

@@ -8,6 +8,11 @@ bootstrap intervals for accuracy and macro F1, and writes them with every predic
 DIR/eval/<name>.json (name: the split, or the --data folder's name).
 """
 
+import jaxmed.platform
+
+if __name__ == "__main__":  # first thing: the allocator preload only takes at process start
+  jaxmed.platform.restart_with_fast_allocator()  # (mimalloc; see jaxmed/platform.py)
+
 import argparse
 import json
 import sys
@@ -167,7 +172,9 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   result = evaluate(run, split, args.tta)
-  result.update(split=args.split, data=args.data, checkpoint=args.checkpoint, classes=run.classes)
+  from jaxmed.run_info import machine
+  result.update(split=args.split, data=args.data, checkpoint=args.checkpoint, classes=run.classes,
+                machine=machine())
   name = args.name or (Path(args.data.rstrip("/")).name if args.data else args.split)
   out = Path(args.workdir) / "eval" / f"{name}.json"
   out.parent.mkdir(parents=True, exist_ok=True)

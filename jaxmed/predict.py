@@ -9,6 +9,11 @@ any file failed, 0 otherwise. --gradcam writes one PNG per image (original | Gra
 for the predicted class).
 """
 
+import jaxmed.platform
+
+if __name__ == "__main__":  # first thing: the allocator preload only takes at process start
+  jaxmed.platform.restart_with_fast_allocator()  # (mimalloc; see jaxmed/platform.py)
+
 import argparse
 import csv
 import io

@@ -79,6 +79,23 @@ def test_the_command_line_restarts_itself_with_the_faster_allocator(uninterrupte
   assert machine["transparent_hugepages"] == jp.transparent_hugepage_mode()
 
 
+def test_evaluate_and_predict_command_lines_restart_the_same_way(data_root, uninterrupted):
+  from jaxmed import platform as jp
+  preloaded = "libmimalloc" in (jp.allocator_environment(
+      os.environ, jp.transparent_hugepage_mode(), __import__("platform").libc_ver(),
+      jp.mimalloc_library(), jp.accelerator_plugin()) or {}).get("LD_PRELOAD", "")
+  done = _run([sys.executable, "-m", "jaxmed.evaluate", f"--workdir={uninterrupted}", "--name=cli"])
+  assert done.returncode == 0, done.stdout + done.stderr
+  machine = json.loads((Path(uninterrupted) / "eval" / "cli.json").read_text())["machine"]
+  assert machine["allocator"] == ("mimalloc" if preloaded else jp.loaded_allocator())
+  image = next((Path(data_root) / "test" / "a").iterdir())
+  done = _run([sys.executable, "-m", "jaxmed.predict", f"--workdir={uninterrupted}", "--format=json",
+               str(image)])
+  assert done.returncode == 0, done.stdout + done.stderr
+  record = json.loads(done.stdout)[0]
+  assert record["path"].endswith(image.name) and record["status"] == "ok"
+
+
 def test_sigkill_mid_epoch_then_resume_gives_the_same_parameters(data_root, uninterrupted, tmp_path):
   workdir = tmp_path / "killed"
   proc, _ = _start_and_signal(data_root, workdir, signal.SIGKILL)

@@ -75,6 +75,8 @@ def test_conv2d_routes_wide_3x3_stride1_to_winograd(monkeypatch):
     with jax.default_matmul_precision("highest"):
       _assert_close(same(*wide), conv.conv_reference(*wide, (1, 1), padding))
     assert _has_convolution(same, *narrow)  # too narrow: lax
+  negative = lambda x, k: conv.conv2d(x, k, (1, 1), ((-1, 1), (1, 1)))
+  assert _has_convolution(negative, *wide)  # cropping pads: lax
   strided = lambda x, k: conv.conv2d(x, k, (2, 2), "SAME")
   assert _has_convolution(strided, *wide)  # stride 2: lax
   x, k = wide

@@ -70,9 +70,13 @@ def _winograd_ok(x, kernel, strides, padding, feature_group_count):
     return False  # bfloat16 would lose bits in the transforms; lax keeps its own accuracy
   if min(kernel.shape[2:]) < WINOGRAD_MIN_CHANNELS:
     return False
-  if isinstance(padding, str):
-    return padding.upper() in ("SAME", "VALID")
-  return all(lo >= 0 and hi >= 0 for lo, hi in padding)
+  if isinstance(padding, str) and padding.upper() not in ("SAME", "VALID"):
+    return False
+  pads = depthwise.resolve_padding(padding, x.shape[1:3], (3, 3), 1)
+  if any(lo < 0 or hi < 0 for lo, hi in pads):
+    return False
+  # An empty output is lax's to report (it raises for shapes that leave no output).
+  return all(winograd.output_size(n, p) > 0 for n, p in zip(x.shape[1:3], pads))
 
 
 def conv_impl() -> str:

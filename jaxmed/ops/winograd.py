@@ -5,12 +5,13 @@ Each 2x2 output tile needs a 4x4 input tile; transformed into the Winograd domai
 and the tile comes back as Y = A^T (U . V) A (Lavin & Gray 2015). That is 2.25x fewer
 multiply-adds than the direct convolution; the transforms are additions over the input and output,
 cheap where C and K are large and the image is small (ResNet's later stages), costly where they
-are not, so conv2d uses this path only where it measured faster (see `worthwhile`).
+are not, so conv2d uses this path only where it measured faster (conv.WINOGRAD_MIN_CHANNELS).
 
-The transforms use only 0, +-1 and +-1/2, so the float32 result differs from the direct one by
-a few ulps of the products' magnitudes; tests/test_winograd.py bounds it against lax.
-The gradient is lax's: the custom VJP differentiates `conv_reference`, which is linear in each
-operand, so XLA drops its forward pass and keeps only the two transposed convolutions.
+The transforms use only 0, +-1 and +-1/2: in float32 the result differs from lax's by about
+1e-6 of the output's largest magnitude (ResNet's shapes, He-scaled weights); tests/test_winograd.py
+bounds it at 1e-5. The gradient is lax's: the custom VJP differentiates the direct convolution,
+which is linear in each operand, so XLA drops its forward pass and keeps only the two transposed
+convolutions.
 """
 
 import functools
