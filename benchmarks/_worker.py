@@ -25,7 +25,7 @@ KERAS_APPS = {"mobilenet": "MobileNet", "mobilenet_v2": "MobileNetV2", "resnet50
 
 
 def jaxmed_platform():
-  """jaxmed/platform.py loaded on its own: importing the `jaxmed` package would add jaxmed's XLA
+  """jaxmed/runtime/platform.py loaded on its own: importing the `jaxmed` package would add jaxmed's XLA
   flag to this process's environment, and Keras workers must keep XLA's defaults."""
   import importlib.util
   path = Path(__file__).resolve().parent.parent / "jaxmed" / "platform.py"
@@ -40,16 +40,16 @@ def _peak_rss_mb() -> float:
 
 
 class JaxmedStep:
-  """jaxmed's own training step (jaxmed/steps.py), built as jaxmed/train.py builds it."""
+  """jaxmed's own training step (jaxmed/training/steps.py), built as jaxmed/train.py builds it."""
 
   def __init__(self, arch: str, size: int, phase: str, batch: int, dtype: str = "float32"):
     import jaxmed  # noqa: F401  (sets the XLA CPU flag before jax initialises)
     import jax
     import jax.numpy as jnp
     import ml_collections
-    from jaxmed import optim
+    from jaxmed.training import optim
     from jaxmed.models import create_model
-    from jaxmed.steps import StepOptions, TrainState, make_train_step
+    from jaxmed.training.steps import StepOptions, TrainState, make_train_step
 
     self.jax = jax
     model_config = ml_collections.ConfigDict(dict(
@@ -158,8 +158,8 @@ def main():
   parser.add_argument("--warmup", type=int, default=2)
   args = parser.parse_args()
   if args.framework.startswith("jaxmed"):  # as `python -m jaxmed.train` does, before JAX starts
-    import jaxmed.platform
-    jaxmed.platform.restart_with_fast_allocator()
+    import jaxmed.runtime.platform
+    jaxmed.runtime.platform.restart_with_fast_allocator()
 
   # The protocol owns the real stdout; anything printed by a library goes to stderr.
   proto = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

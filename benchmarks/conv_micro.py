@@ -17,7 +17,7 @@ import statistics
 import time
 
 import jaxmed  # noqa: F401  (sets the XLA CPU flags before jax initialises)
-from jaxmed import platform
+from jaxmed.runtime import platform
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import jaxmed  # noqa: F401  (XLA flags before jax starts)
-from jaxmed import platform
+from jaxmed.runtime import platform
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,10 +29,10 @@ import numpy as np
 import jaxmed.models.mobilenet_v1 as mobilenet_v1
 import jaxmed.models.mobilenet_v2 as mobilenet_v2
 import jaxmed.models.resnet as resnet
-from jaxmed import optim
+from jaxmed.training import optim
 from jaxmed.models import create_model
 from jaxmed.ops import conv
-from jaxmed.steps import StepOptions, TrainState, make_train_step
+from jaxmed.training.steps import StepOptions, TrainState, make_train_step
 
 MODULES = (mobilenet_v1, mobilenet_v2, resnet)
 ORIGINAL = {"pointwise_ok": conv._pointwise_ok, "winograd_ok": conv._winograd_ok,

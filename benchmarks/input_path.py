@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxmed import optim
+from jaxmed.training import optim
 from jaxmed.augment import make_augmenter
 from jaxmed.data import discover, folder, stream
 from jaxmed.models import create_model
-from jaxmed.steps import StepOptions, TrainState, make_batch_train_step, make_train_step
+from jaxmed.training.steps import StepOptions, TrainState, make_batch_train_step, make_train_step
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/chest_xray_pneumonia/train"
 

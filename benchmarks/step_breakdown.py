@@ -38,10 +38,10 @@ def jaxmed_breakdown(model_name, size, runs, top):
   import jax
   import jax.numpy as jnp
   import ml_collections
-  from jaxmed import optim
-  from jaxmed.losses import classification_loss
+  from jaxmed.training import optim
+  from jaxmed.training.losses import classification_loss
   from jaxmed.models import create_model
-  from jaxmed.steps import StepOptions, TrainState, make_train_step
+  from jaxmed.training.steps import StepOptions, TrainState, make_train_step
 
   cfg = ml_collections.ConfigDict(dict(arch=model_name, alpha=1.0, weights=None,
                                        head=dict(pooling="avg", hidden=(), dropout=0.0)))

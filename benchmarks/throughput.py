@@ -16,7 +16,7 @@ the workers are set up one after another (so compile times are not contended), t
 windows are taken round-robin (jaxmed, keras-tf, keras-jax, jaxmed, ...) so that noise on a
 shared machine hits all frameworks alike. img/s is the median over the windows.
 
-  jaxmed: jaxmed.steps.make_train_step, AOT-compiled (compile_s = lower + compile); the images
+  jaxmed: jaxmed.training.steps.make_train_step, AOT-compiled (compile_s = lower + compile); the images
           live on the device (uint8) and each step gathers all 32 of them by index.
   keras:  model.compile(Adam(1e-3), SparseCategoricalCrossentropy(from_logits=True)) with the
           default jit_compile='auto' (TF on CPU: tf.function without XLA; JAX: jax.jit), timed by
@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
 FRAMEWORKS = ["jaxmed", "keras-tensorflow", "keras-jax"]
 # Opt in via --frameworks. jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32
-# params). jaxmed's command line picks its host allocator (jaxmed/platform.py: mimalloc when
+# params). jaxmed's command line picks its host allocator (jaxmed/runtime/platform.py: mimalloc when
 # installed, else glibc's huge-page tunable); these show what that choice gives each side:
 # jaxmed-glibc (JAXMED_ALLOCATOR=glibc), jaxmed-nohugepages (JAXMED_ALLOCATOR=system: plain glibc),
 # keras-tensorflow-hugepages (Keras-TF with the glibc tunable), keras-tensorflow-mimalloc (Keras-TF
@@ -80,7 +80,7 @@ def load_average() -> str:
 
 
 def mimalloc_environment(env: dict) -> dict:
-  """`env` with the mimalloc preload jaxmed's own processes get (jaxmed/platform.py)."""
+  """`env` with the mimalloc preload jaxmed's own processes get (jaxmed/runtime/platform.py)."""
   from _worker import jaxmed_platform
   platform_module = jaxmed_platform()
   library = platform_module.mimalloc_library()

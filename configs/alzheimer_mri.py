@@ -10,7 +10,7 @@ names carry a patient id, else validation is optimistic. Results: none measured 
 the development machine).
 """
 
-from configs import demo
+from jaxmed.configs import demo
 
 
 def get_config():

@@ -9,7 +9,7 @@ an extra split). Cells have no orientation: both flips and full rotations are sa
 measured (not available on the development machine).
 """
 
-from configs import demo
+from jaxmed.configs import demo
 
 
 def get_config():

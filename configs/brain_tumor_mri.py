@@ -26,7 +26,7 @@ Measured 2026-11-22 on the Kaggle Training split only (../shared/data/brain_tumo
     (3 + 12 epochs, 128 px) should do better, not measured.
 """
 
-from configs import demo
+from jaxmed.configs import demo
 
 
 def get_config():

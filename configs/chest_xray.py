@@ -27,7 +27,7 @@ A patient-grouped split of one source is easier than Kermany's official test set
 acquisition period); expect lower numbers there.
 """
 
-from configs import demo
+from jaxmed.configs import demo
 
 
 def get_config():

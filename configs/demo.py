@@ -9,7 +9,7 @@ test/<class>/*.png, then read back through the same loader as real data.
 
 import ml_collections
 
-from jaxmed.paths import cache_dir
+from jaxmed.runtime.paths import cache_dir
 
 
 def get_config():
@@ -23,7 +23,7 @@ def get_config():
   c.data.val_fraction = 0.15
   c.data.manifest = ml_collections.FieldReference(None, field_type=str)  # python -m jaxmed.split
   c.data.dedupe = ml_collections.FieldReference(None, field_type=str)  # 'cross_split'
-  # Input path (jaxmed/input_path.py): 'resident' decodes every split once onto the device and
+  # Input path (jaxmed/training/input_path.py): 'resident' decodes every split once onto the device and
   # gathers batches there; 'stream' decodes batches while training (grain pipeline); 'auto' is
   # resident when the decoded uint8 images of all splits fit in the budget (MiB), else stream.
   c.data.input_path = "auto"

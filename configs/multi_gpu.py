@@ -26,7 +26,7 @@ Every GPU holds the whole decoded uint8 dataset (about 0.3 GB for 6k images at 1
 Base config: brain_tumor_mri (edit BASE below to use another). Not measured on several GPUs here.
 """
 
-from configs import brain_tumor_mri as BASE
+from jaxmed.configs import brain_tumor_mri as BASE
 
 
 def get_config():

@@ -9,7 +9,7 @@ weights), Keras MobileNet v1, and the from-scratch LeNet baseline. Results: not 
 
 import ml_collections
 
-from configs import chest_xray
+from jaxmed.configs import chest_xray
 
 
 def get_config():

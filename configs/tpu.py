@@ -16,7 +16,7 @@ Several GPUs: configs/multi_gpu.py. Base config: brain_tumor_mri (edit BASE belo
 another). Not measured on a TPU here.
 """
 
-from configs import brain_tumor_mri as BASE
+from jaxmed.configs import brain_tumor_mri as BASE
 
 
 def get_config():

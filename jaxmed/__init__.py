@@ -1,6 +1,6 @@
 """jaxmed: fast JAX/Flax transfer learning for small medical image datasets."""
 
-from jaxmed import platform as _platform
+from jaxmed.runtime import platform as _platform
 
 _platform.configure_xla_flags()
 

@@ -8,10 +8,10 @@ bootstrap intervals for accuracy and macro F1, and writes them with every predic
 DIR/eval/<name>.json (name: the split, or the --data folder's name).
 """
 
-import jaxmed.platform
+import jaxmed.runtime.platform
 
 if __name__ == "__main__":  # first thing: the allocator preload only takes at process start
-  jaxmed.platform.restart_with_fast_allocator()  # (mimalloc; see jaxmed/platform.py)
+  jaxmed.runtime.platform.restart_with_fast_allocator()  # (mimalloc; see jaxmed/runtime/platform.py)
 
 import argparse
 import json
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
-from jaxmed import metrics as metrics_lib
+from jaxmed.evaluation import metrics as metrics_lib
 from jaxmed.data import discover, folder
 
 MAX_TTA = 8
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
   parser.add_argument("--name", help="output name: DIR/eval/<name>.json")
   parser.add_argument("--checkpoint", default="best", choices=("best", "latest"))
   args = parser.parse_args(argv)
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   try:
     run = load_run(args.workdir, args.checkpoint)
     split = load_split(run, args.data, args.split)
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   result = evaluate(run, split, args.tta)
-  from jaxmed.run_info import machine
+  from jaxmed.runtime.run_info import machine
   result.update(split=args.split, data=args.data, checkpoint=args.checkpoint, classes=run.classes,
                 machine=machine())
   name = args.name or (Path(args.data.rstrip("/")).name if args.data else args.split)

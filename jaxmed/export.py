@@ -53,7 +53,7 @@ def bundle_bytes(run, source: str = "") -> bytes:
   import jax
   import numpy as np
   from flax import serialization
-  from jaxmed import run_info
+  from jaxmed.runtime import run_info
   variables = jax.tree.map(np.asarray, {"params": run.variables["params"],
                                         "batch_stats": run.variables.get("batch_stats", {})})
   header = {"format": "jaxmed-bundle", "version": FORMAT_VERSION, "jaxmed": jaxmed.__version__,
@@ -92,7 +92,7 @@ def load_bundle(path: str | Path) -> Bundle:
   """Model, variables, classes and image size from a bundle; checks the parameters' sha256."""
   import ml_collections
   from flax import serialization
-  from jaxmed import run_info
+  from jaxmed.runtime import run_info
   from jaxmed.models import create_model
   header, offset = read_header(path)
   variables = serialization.msgpack_restore(Path(path).read_bytes()[offset:])
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
   parser.add_argument("--checkpoint", default="best", choices=("best", "latest"))
   parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
   args = parser.parse_args(argv)
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   if Path(args.out).exists() and not args.force:  # fail before loading anything
     print(f"error: {args.out} exists; pass --force to overwrite it", file=sys.stderr)
     return 2

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
-from jaxmed import report
+from jaxmed.reporting import plots as report
 
 SECTIONS = {"config": "Run configuration", "dataset": "Dataset", "curves": "Training curves",
             "metrics": "Test metrics", "confusion": "Confusion matrix", "roc": "ROC curves",
@@ -57,7 +57,7 @@ def figure_png(fig) -> bytes:
 
 
 def plot_bytes(plot, *args, **kwargs) -> bytes:
-  """PNG bytes of a jaxmed.report plot (they write files) without touching DIR/report."""
+  """PNG bytes of a jaxmed.reporting.plots plot (they write files) without touching DIR/report."""
   import tempfile
   with tempfile.TemporaryDirectory() as tmp:
     return plot(*args, out_png=Path(tmp, "plot.png"), **kwargs).read_bytes()
@@ -215,7 +215,7 @@ def augmentation_section(config, train_split, classes) -> str:
 
 
 def gradcam_section(run, split, per_class: int) -> str:
-  from jaxmed import gradcam
+  from jaxmed.evaluation import gradcam
   picks = [i for k in range(len(run.classes)) for i in np.flatnonzero(split.labels == k)[:per_class]]
   if not picks:
     return '<p class="note">No images to explain.</p>'
@@ -238,7 +238,7 @@ def write_html_report(workdir, gradcam_per_class: int = 2, max_errors: int = 24)
   DIR/report/index.html; returns its path."""
   import ml_collections
   from jaxmed import evaluate
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   from jaxmed.train import load_data
   workdir = Path(workdir)
   summary = json.loads((workdir / "summary.json").read_text())

@@ -9,10 +9,10 @@ any file failed, 0 otherwise. --gradcam writes one PNG per image (original | Gra
 for the predicted class).
 """
 
-import jaxmed.platform
+import jaxmed.runtime.platform
 
 if __name__ == "__main__":  # first thing: the allocator preload only takes at process start
-  jaxmed.platform.restart_with_fast_allocator()  # (mimalloc; see jaxmed/platform.py)
+  jaxmed.runtime.platform.restart_with_fast_allocator()  # (mimalloc; see jaxmed/runtime/platform.py)
 
 import argparse
 import csv
@@ -64,7 +64,7 @@ def load_predictor(workdir=None, bundle=None, checkpoint: str = "best"):
   if bundle:
     from jaxmed.export import load_bundle
     return load_bundle(bundle)
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   return load_run(workdir, checkpoint)
 
 
@@ -90,7 +90,7 @@ def predict_files(predictor, paths, batch_size: int = 32, gradcam_dir=None) -> l
     probs = predict_probs(predictor.model, predictor.variables, batch, min(batch_size, len(batch)))
     cams = None
     if gradcam_dir:
-      from jaxmed import gradcam
+      from jaxmed.evaluation import gradcam
       cams = np.concatenate([gradcam.gradcam(predictor.model, predictor.variables,
                                              batch[i:i + batch_size])[0]
                              for i in range(0, len(batch), batch_size)])

@@ -3,15 +3,15 @@
   python -m jaxmed.train --config configs/demo.py [--workdir DIR] [--config.KEY=VALUE ...]
 
 Data flows one way: label folders -> split -> decoded uint8 images (on the device when they fit
-data.device_memory_budget_mb, else streamed batch by batch; jaxmed/input_path.py) -> compiled
+data.device_memory_budget_mb, else streamed batch by batch; jaxmed/training/input_path.py) -> compiled
 train step -> per-epoch validation -> checkpoints -> test evaluation -> metrics.jsonl,
 summary.json and report/ in the workdir.
 """
 
-import jaxmed.platform
+import jaxmed.runtime.platform
 
 if __name__ == "__main__":  # before the heavy imports: the loader reads LD_PRELOAD at process start
-  jaxmed.platform.restart_with_fast_allocator()
+  jaxmed.runtime.platform.restart_with_fast_allocator()
 
 import json
 import logging
@@ -30,21 +30,23 @@ import numpy as np
 
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from jaxmed import (callbacks, checkpoint, distributed, evaluation, input_path, losses, metrics,
-                    optim, report, run_info)
+from jaxmed.training import callbacks, checkpoint, input_path, losses, optim
+from jaxmed.runtime import distributed, run_info
+from jaxmed.evaluation import summary as evaluation, metrics
+from jaxmed.reporting import plots as report
 from jaxmed.data import discover, folder
-from jaxmed.interrupts import catch_stop_signals
+from jaxmed.runtime.interrupts import catch_stop_signals
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
 from tensorboardX import SummaryWriter
-from jaxmed.progress import Progress, format_seconds
-from jaxmed.steps import StepOptions, TrainState
-from jaxmed.workdir import check_resumable, prepare_workdir, read_history, write_json_atomic
+from jaxmed.runtime.progress import Progress, format_seconds
+from jaxmed.training.steps import StepOptions, TrainState
+from jaxmed.training.workdir import check_resumable, prepare_workdir, read_history, write_json_atomic
 
 config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).")
 flags.DEFINE_string("workdir", None, "Output folder; default runs/<config>-<timestamp>.")
 flags.DEFINE_bool("distributed", False, "Join the other processes of a multi-host job "
-                  "(jax.distributed.initialize; see jaxmed/distributed.py).")
+                  "(jax.distributed.initialize; see jaxmed/runtime/distributed.py).")
 FLAGS = flags.FLAGS
 log = logging.getLogger("jaxmed")
 
@@ -131,7 +133,7 @@ class TrainingDiverged(RuntimeError):
 
 def enable_compilation_cache():
   """JAX's persistent cache: a second run of the same config skips most of its compile time."""
-  from jaxmed.paths import cache_dir
+  from jaxmed.runtime.paths import cache_dir
   jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
@@ -197,7 +199,7 @@ def train_and_evaluate(config, workdir: Path) -> dict | None:
   mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
   replicated = NamedSharding(mesh, P())
   # Resident: all splits on the device, batches gathered there. Stream: batches decoded by a
-  # grain pipeline while training. Same batches either way (jaxmed/input_path.py).
+  # grain pipeline while training. Same batches either way (jaxmed/training/input_path.py).
   feed = input_path.make_feed(data_record["input_path"]["path"], splits, mesh, config, batch_size)
   timings["data_s"] = time.perf_counter() - t0
 

@@ -53,10 +53,10 @@ def run_steps(trainable_from, num_steps=3, bn_train=True, dtype="float32"):
   import flax.traverse_util as tu
   import jax
   import jax.numpy as jnp
-  from jaxmed import optim
+  from jaxmed.training import optim
   from jaxmed.models import create_model
   from jaxmed.models.mobilenet_v2 import NUM_STAGES
-  from jaxmed.steps import StepOptions, TrainState, make_train_step
+  from jaxmed.training.steps import StepOptions, TrainState, make_train_step
   config = small_config(Path("."))
   config.model.dtype = dtype
   model = create_model(config.model, 3)

@@ -10,10 +10,11 @@ import pytest
 from jax.sharding import AxisType
 
 from conftest import small_config, write_label_tree
-from jaxmed import input_path, optim, train
+from jaxmed.training import input_path, optim
+from jaxmed import train
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
-from jaxmed.steps import TrainState
+from jaxmed.training.steps import TrainState
 
 
 @pytest.fixture(scope="module")

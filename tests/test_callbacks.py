@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxmed.callbacks import EarlyStopping, ReduceLROnPlateau
-from jaxmed.losses import class_weights, classification_loss
+from jaxmed.training.callbacks import EarlyStopping, ReduceLROnPlateau
+from jaxmed.training.losses import class_weights, classification_loss
 
 
 def test_reduce_on_plateau_acts_after_patience_epochs():
@@ -63,7 +63,7 @@ def test_optimizer_options_schedules_groups_and_decay_mask():
   import jax
   import jax.numpy as jnp
   import ml_collections
-  from jaxmed import optim
+  from jaxmed.training import optim
   params = {"backbone": {"conv": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)}},
             "head": {"logits": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}}
   labels = {"backbone": {"conv": {"kernel": "trainable", "bias": "trainable"}},

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmed import checkpoint
+from jaxmed.training import checkpoint
 
 
 def test_checkpoint_restores_an_identical_state(tmp_path, frozen_run):

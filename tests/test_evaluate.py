@@ -70,7 +70,7 @@ def test_metrics_equal_sklearn_on_the_same_predictions(evaluated):
 
 def test_predictions_are_the_models_and_match_training_summary(workdir, evaluated):
   from jaxmed import evaluate
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   run = load_run(workdir)
   split = evaluate.load_split(run)
   direct = np.asarray(run.predict_fn()(run.variables, split.images))
@@ -96,7 +96,7 @@ def test_bootstrap_ci_covers_the_point_estimate(evaluated):
 
 def test_tta_views_are_deterministic_flips_and_shifts(workdir):
   from jaxmed import evaluate
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
   views = evaluate.tta_views(images, 8)
   assert len(views) == 8 and np.array_equal(views[0], images)

@@ -46,7 +46,7 @@ def test_bundle_predicts_what_the_workdir_predicts(workdir, bundle, test_images)
     assert np.allclose(list(a["probs"].values()), list(b["probs"].values()), atol=1e-6)
   # ... and those are the evaluation's predictions for the same files
   from jaxmed import evaluate
-  from jaxmed.run_loader import load_run
+  from jaxmed.evaluation.trained_run import load_run
   run = load_run(workdir)
   split = evaluate.load_split(run)
   expected = dict(zip(split.paths, run.predict_fn()(run.variables, split.images)))

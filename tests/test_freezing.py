@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmed import optim
+from jaxmed.training import optim
 from jaxmed.models import create_model
 from jaxmed.models.mobilenet_v2 import NUM_STAGES, stage_of
 from conftest import run_steps, small_config

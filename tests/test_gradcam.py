@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmed import gradcam
+from jaxmed.evaluation import gradcam
 from jaxmed.models.classifier import Classifier
 from jaxmed.models.head import Head
 

@@ -1,4 +1,4 @@
-"""jaxmed.metrics against hand arithmetic and against scikit-learn."""
+"""jaxmed.evaluation.metrics against hand arithmetic and against scikit-learn."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from jaxmed import metrics as M
+from jaxmed.evaluation import metrics as M
 
 # rows = true class, columns = predicted class
 HAND_CM = np.array([[5, 1, 0],

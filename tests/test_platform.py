@@ -1,8 +1,8 @@
-"""When `python -m jaxmed.train` restarts itself with a faster host allocator (jaxmed/platform.py)."""
+"""When `python -m jaxmed.train` restarts itself with a faster host allocator (jaxmed/runtime/platform.py)."""
 
 import pytest
 
-from jaxmed.platform import (allocator_environment, hugepage_environment, loaded_allocator,
+from jaxmed.runtime.platform import (allocator_environment, hugepage_environment, loaded_allocator,
                              mimalloc_library, transparent_hugepage_mode)
 
 GLIBC = ("glibc", "2.36")
@@ -101,7 +101,7 @@ def test_the_installed_mimalloc_preloads_under_jax():
   path = mimalloc_library()
   assert path is not None, "pyproject.toml installs cmeel-mimalloc on Linux x86_64"
   env = allocator_environment({**os.environ, "JAXMED_ALLOCATOR": "mimalloc"}, None, ("", ""), path)
-  code = ("import jax.numpy as jnp; from jaxmed.platform import loaded_allocator; "
+  code = ("import jax.numpy as jnp; from jaxmed.runtime.platform import loaded_allocator; "
           "x = jnp.ones((512, 512)); print(loaded_allocator(), float((x @ x).sum()))")
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=120)

@@ -1,11 +1,11 @@
 import io
 
-from jaxmed.progress import Progress, format_seconds
+from jaxmed.runtime.progress import Progress, format_seconds
 
 
 def test_progress_reports_rate_and_eta_from_steps(monkeypatch):
   clock = iter([100.0, 102.0])
-  monkeypatch.setattr("jaxmed.progress.time.perf_counter", lambda: next(clock))
+  monkeypatch.setattr("jaxmed.runtime.progress.time.perf_counter", lambda: next(clock))
   out = io.StringIO()
   p = Progress(total_steps=10, batch_size=8, stream=out, log_every_s=0.0)
   p.update("epoch 1/2 (frozen)", 1, 0.5)

@@ -1,10 +1,10 @@
-"""jaxmed.report writes readable PNGs for a two-phase history and awkward class names."""
+"""jaxmed.reporting.plots writes readable PNGs for a two-phase history and awkward class names."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmed import report
+from jaxmed.reporting import plots as report
 
 
 def _history():

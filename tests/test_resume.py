@@ -66,7 +66,7 @@ def uninterrupted(data_root, tmp_path_factory):
 
 def test_the_command_line_restarts_itself_with_the_faster_allocator(uninterrupted):
   import platform as stdlib_platform
-  from jaxmed import platform as jp
+  from jaxmed.runtime import platform as jp
   machine = json.loads((Path(uninterrupted) / "summary.json").read_text())["machine"]
   expected = jp.allocator_environment(os.environ, jp.transparent_hugepage_mode(),
                                       stdlib_platform.libc_ver(), jp.mimalloc_library(),
@@ -80,7 +80,7 @@ def test_the_command_line_restarts_itself_with_the_faster_allocator(uninterrupte
 
 
 def test_evaluate_and_predict_command_lines_restart_the_same_way(data_root, uninterrupted):
-  from jaxmed import platform as jp
+  from jaxmed.runtime import platform as jp
   preloaded = "libmimalloc" in (jp.allocator_environment(
       os.environ, jp.transparent_hugepage_mode(), __import__("platform").libc_ver(),
       jp.mimalloc_library(), jp.accelerator_plugin()) or {}).get("LD_PRELOAD", "")

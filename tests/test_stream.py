@@ -1,4 +1,4 @@
-"""The streaming input path (jaxmed/data/stream.py, jaxmed/input_path.py): the same batches and
+"""The streaming input path (jaxmed/data/stream.py, jaxmed/training/input_path.py): the same batches and
 pixels as the device-resident path, the same trained parameters, the auto choice by memory budget,
 resume mid-epoch, grain worker processes, two training processes, and unreadable files that do not
 stop a run."""
@@ -15,7 +15,8 @@ import pytest
 from jax.sharding import AxisType
 
 from conftest import small_config, write_label_tree
-from jaxmed import input_path, train
+from jaxmed.training import input_path
+from jaxmed import train
 from jaxmed.data import discover, folder, sampling, stream
 from test_resume import REPO, _command, _run, _sha, _start_and_signal
 

@@ -1,6 +1,6 @@
 """Seconds-long config for subprocess tests: `data.root` must be overridden."""
 
-from configs import demo
+from jaxmed.configs import demo
 
 
 def get_config():

@@ -20,7 +20,7 @@ def epoch_batches(seed: int, epoch: int, labels: np.ndarray, batch_size: int,
                   balanced: bool = False, start_step: int = 0) -> np.ndarray:
   """(steps_per_epoch - start_step, batch_size) indices into the train split: the epoch's order
   cut into full batches (a last partial batch is dropped), from step `start_step` on. Both input
-  paths (jaxmed/input_path.py) train on exactly these batches."""
+  paths (jaxmed/training/input_path.py) train on exactly these batches."""
   order = epoch_order(seed, epoch, np.arange(len(labels), dtype=np.int32), labels, balanced)
   steps = len(order) // batch_size
   return order[:steps * batch_size].reshape(steps, batch_size)[start_step:]

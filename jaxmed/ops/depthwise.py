@@ -59,7 +59,7 @@ def _chunk_size(x, target_bytes=3 << 20):
   """Largest batch divisor whose slice of x fits in ~3 MB (at least 1 image).
 
   Only the kernel gradient loops over batch chunks. The forward pass and the input gradient once did
-  too, to keep their padded temporaries small: with malloc on huge pages (jaxmed/platform.py) the
+  too, to keep their padded temporaries small: with malloc on huge pages (jaxmed/runtime/platform.py) the
   whole-batch form is faster (MobileNetV2 128 px step x0.92-0.94 in an in-process A/B against
   the chunked form, benchmarks/RESULTS.md)."""
   n, image_bytes = x.shape[0], math.prod(x.shape[1:]) * x.dtype.itemsize

@@ -17,7 +17,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from jaxmed.paths import cache_dir
+from jaxmed.runtime.paths import cache_dir
 
 _KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _TORCH = "https://download.pytorch.org/models/"

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxmed import checkpoint
+from jaxmed.training import checkpoint
 from jaxmed.models import create_model
 
 

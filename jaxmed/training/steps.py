@@ -1,4 +1,4 @@
-"""The compiled train and eval steps, with a front for each input path (jaxmed/input_path.py):
+"""The compiled train and eval steps, with a front for each input path (jaxmed/training/input_path.py):
 
 - gather (device-resident data): the step receives the whole uint8 dataset on the device and a
   batch of indices, and gathers its images there, so training moves no image data from the host;
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmed.losses import classification_loss
+from jaxmed.training.losses import classification_loss
 
 
 @flax.struct.dataclass

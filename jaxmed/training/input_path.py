@@ -10,7 +10,7 @@ stream   - a grain pipeline (jaxmed/data/stream.py) decodes each batch while tra
 `sampling.epoch_batches`, so for a seed they reach the same parameters.
 
 A feed gives train.py the step builders, example arguments to compile them with, each epoch's
-step arguments and the logits of a split. With several processes (jaxmed/distributed.py) every
+step arguments and the logits of a split. With several processes (jaxmed/runtime/distributed.py) every
 process computes the same batches and places only its own devices' shards of them.
 """
 
@@ -19,7 +19,9 @@ import logging
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxmed import distributed, evaluation, steps
+from jaxmed.runtime import distributed
+from jaxmed.evaluation import summary as evaluation
+from jaxmed.training import steps
 from jaxmed.data import sampling
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxmed import metrics as metrics_lib
+from jaxmed.evaluation import metrics as metrics_lib
 
 
 def predict_logits(eval_step, params, batch_stats, images, index: np.ndarray, batch_size: int):

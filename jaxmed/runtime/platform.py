@@ -152,7 +152,7 @@ def restart_with_fast_allocator() -> None:
   The dynamic loader reads LD_PRELOAD and glibc reads GLIBC_TUNABLES only at process start, so a
   command line entry point calls this first thing (same PID and arguments). Interactive sessions
   cannot restart: start Python/Jupyter with the variables `allocator_environment` sets, e.g.
-  `LD_PRELOAD=$(python -c "import jaxmed.platform as p; print(p.mimalloc_library())")
+  `LD_PRELOAD=$(python -c "import jaxmed.runtime.platform as p; print(p.mimalloc_library())")
   MIMALLOC_PURGE_DELAY=-1 jupyter lab`.
   """
   if not sys.platform.startswith("linux"):

@@ -19,7 +19,7 @@ def versions() -> dict:
 
 def machine() -> dict:
   import jax
-  from jaxmed.platform import loaded_allocator, transparent_hugepage_mode
+  from jaxmed.runtime.platform import loaded_allocator, transparent_hugepage_mode
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
           "transparent_hugepages": transparent_hugepage_mode(),

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, predictions over a split, a trained run loaded back, Grad-CAM."""

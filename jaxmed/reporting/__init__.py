@@ -1,0 +1,1 @@
+"""Reporting: plots, the HTML report, run comparison tables."""

@@ -1,0 +1,1 @@
+"""How jaxmed runs: XLA and allocator settings, devices and processes, signals, paths, progress."""

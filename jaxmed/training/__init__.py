@@ -1,0 +1,1 @@
+"""Training: train state and compiled steps, optimizers and freezing, callbacks, checkpoints, the loop."""
