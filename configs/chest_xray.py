@@ -1,4 +1,4 @@
-"""Pediatric chest X-ray pneumonia (Kermany et al. 2018; Kaggle "chest-xray-pneumonia"):
+r"""Pediatric chest X-ray pneumonia (Kermany et al. 2018; Kaggle "chest-xray-pneumonia"):
 NORMAL vs PNEUMONIA, imbalanced ~1:2.9.
 
   python -m jaxmed.train --config configs/chest_xray.py --config.data.root=/data/chest_xray

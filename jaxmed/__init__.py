@@ -1,7 +1,18 @@
-"""jaxmed: fast JAX/Flax transfer learning for small medical image datasets."""
+"""jaxmed: fast JAX/Flax transfer learning for small medical image datasets.
+
+  import jaxmed
+  run = jaxmed.fit(jaxmed.config("demo"), workdir="runs/demo")
+
+The Python API is jaxmed/api.py; the command lines (`python -m jaxmed.train`, ...) call the same
+library. Importing jaxmed sets jaxmed's XLA flags before JAX starts its backend.
+"""
 
 from jaxmed.runtime import platform as _platform
 
 _platform.configure_xla_flags()
 
 __version__ = "0.1.0"
+
+from jaxmed.api import config, demo_data, doctor, evaluate, fit, load_run, predict  # noqa: E402
+
+__all__ = ["config", "demo_data", "doctor", "evaluate", "fit", "load_run", "predict"]

@@ -9,100 +9,25 @@ fine-tuning epochs (the frozen phase, without backbone gradients, is faster and 
 """
 
 import argparse
-import json
-import statistics
 import sys
 from pathlib import Path
 
-import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
-
-COLUMNS = (("run", "run"), ("backbone", "backbone"), ("input", "input size"),
-           ("parameters", "parameters"), ("accuracy", "test accuracy"), ("macro_f1", "macro F1"),
-           ("auc", "AUC (macro OvR)"), ("train_s", "train time"), ("images_per_s", "images/s"))
+from jaxmed.runtime import cli
 
 
-def count_parameters(config: dict, num_classes: int) -> int:
-  """Trainable parameter count of the run's model, from shapes only (no checkpoint read)."""
-  import jax
-  import jax.numpy as jnp
-  import ml_collections
-  from jaxmed.models import create_model
-  model = create_model(ml_collections.ConfigDict(config["model"]), num_classes)
-  size = config["data"]["image_size"]
-  shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.uint8)),
-                          jax.random.PRNGKey(0))
-  return int(sum(x.size for x in jax.tree.leaves(shapes["params"])))
-
-
-def run_row(workdir: str | Path) -> dict:
-  workdir = Path(workdir)
-  summary_path = workdir / "summary.json"
-  if not summary_path.exists():
-    raise FileNotFoundError(f"{workdir}: no summary.json (not a finished jaxmed run)")
-  summary = json.loads(summary_path.read_text())
-  config = summary["config"]
-  split = "test" if "test" in summary else "val"
-  result = summary[split]
-  history = []
-  if (workdir / "metrics.jsonl").exists():
-    history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
-  train = [r for r in history if r.get("split") == "train" and r.get("images_per_s")]
-  finetune = [r["images_per_s"] for r in train if r.get("phase") == "finetune"]
-  speeds = finetune or [r["images_per_s"] for r in train]
-  return {"run": workdir.name, "path": str(workdir.resolve()), "split": split,
-          "backbone": config["model"]["arch"] + (f" (alpha {config['model'].get('alpha')})"
-                                                 if "mobilenet" in config["model"]["arch"]
-                                                 and config["model"].get("alpha", 1.0) != 1.0 else ""),
-          "weights": config["model"].get("weights"), "input": config["data"]["image_size"],
-          "parameters": count_parameters(config, len(summary["classes"])),
-          "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
-          "auc": result.get("auc", {}).get("macro"),
-          "train_s": summary.get("timings", {}).get("train_s"),
-          "images_per_s": statistics.median(speeds) if speeds else None,
-          "num_examples": result.get("num_examples")}
-
-
-def _cell(key: str, value) -> str:
-  if value is None:
-    return "n/a"
-  if key in ("accuracy", "macro_f1", "auc"):
-    return f"{value:.4f}"
-  if key == "parameters":
-    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
-  if key == "train_s":
-    return f"{value:.1f} s"
-  if key == "images_per_s":
-    return f"{value:,.0f}"
-  if key == "input":
-    return f"{value}x{value}"
-  return str(value)
-
-
-def markdown_table(rows: list[dict]) -> str:
-  header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-  rule = "|" + "|".join("---" if k in ("run", "backbone") else "---:" for k, _ in COLUMNS) + "|"
-  body = ["| " + " | ".join(_cell(k, r[k]) for k, _ in COLUMNS) + " |" for r in rows]
-  notes = [r["run"] for r in rows if r["split"] != "test"]
-  tail = f"\n\n(metrics on the val split for: {', '.join(notes)})" if notes else ""
-  return "\n".join([header, rule] + body) + tail + "\n"
-
-
+@cli.command
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m jaxmed.compare", description=__doc__.split("\n")[0])
   parser.add_argument("runs", nargs="+", help="workdirs of finished runs")
   parser.add_argument("--out", default="comparison.md", help="markdown file; JSON goes beside it")
   args = parser.parse_args(argv)
-  try:
-    rows = [run_row(r) for r in args.runs]
-  except (FileNotFoundError, KeyError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  text = markdown_table(rows)
-  print(text, end="")
+  from jaxmed.reporting.compare import write_comparison
   out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(text)
-  out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+  try:
+    text = write_comparison(args.runs, out)
+  except (FileNotFoundError, KeyError, ValueError) as e:
+    raise cli.UserError(str(e)) from e
+  print(text, end="")
   print(f"wrote {out} and {out.with_suffix('.json')}")
   return 0
 

@@ -13,26 +13,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from absl import app, flags
-from ml_collections import config_flags
-
-config_flags.DEFINE_config_file("config", None, "Sweep config with a `sweep.archs` list.")
-flags.DEFINE_string("workdir", None, "Folder that receives one run per backbone.")
-FLAGS = flags.FLAGS
+from jaxmed.runtime import cli
 
 
 def arch_dirname(arch: str) -> str:
   return arch.replace("/", "-")
 
 
-def main(argv):
-  config = FLAGS.config
-  if config is None or FLAGS.workdir is None:
-    sys.exit("error: --config and --workdir are required")
+def define_flags(values):
+  from absl import flags
+  flags.DEFINE_string("workdir", None, "Folder that receives one run per backbone.",
+                      flag_values=values)
+
+
+@cli.command
+def main(argv) -> int:
+  values = cli.parse_config_flags(argv, "python -m jaxmed.sweep", define_flags)
+  if values.workdir is None:
+    raise cli.UserError("--workdir is required: the folder that receives one run per backbone")
+  config = values.config
   archs = list(config.sweep.archs)
-  workdir = Path(FLAGS.workdir)
-  config_path = config_flags.get_config_filename(FLAGS["config"])
-  overrides = [a for a in argv[1:]] + [a for a in sys.argv[1:] if a.startswith("--config.")]
+  workdir = Path(values.workdir)
+  config_path = cli.config_path(values)
+  overrides = [a for a in argv if a.startswith("--config.")]
   runs, failed = [], []
   for arch in archs:
     run_dir = workdir / arch_dirname(arch)
@@ -47,12 +50,15 @@ def main(argv):
     print(f"== {arch}: {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd).returncode != 0:
       failed.append(arch)
-  from jaxmed import compare
-  compare.main([str(r) for r in runs if (r / "summary.json").exists()] +
-               ["--out", str(workdir / "comparison.md")])
+  from jaxmed.reporting.compare import write_comparison
+  out = workdir / "comparison.md"
+  print(write_comparison([r for r in runs if (r / "summary.json").exists()], out), end="")
+  print(f"wrote {out} and {out.with_suffix('.json')}")
   if failed:
-    sys.exit(f"error: {len(failed)} backbone(s) failed: {', '.join(failed)}")
+    print(f"error: {len(failed)} backbone(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

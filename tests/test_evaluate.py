@@ -9,6 +9,8 @@ import pytest
 from sklearn import metrics as skm
 
 from conftest import small_config, write_label_tree
+from jaxmed.data.load import load_split
+from jaxmed.evaluation import predictions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 _RUN = {}
@@ -17,7 +19,7 @@ _RUN = {}
 def trained_workdir(tmp_path_factory) -> Path:
   """One LeNet run on a 3-class label tree, trained once per test session (~30 s)."""
   if "workdir" not in _RUN:
-    from jaxmed import train
+    from jaxmed.training import loop as train
     root = write_label_tree(tmp_path_factory.mktemp("eval_data"),
                             {"train": {"a": 12, "b": 12, "c": 8}, "test": {"a": 4, "b": 4, "c": 4}},
                             size=32)
@@ -72,7 +74,7 @@ def test_predictions_are_the_models_and_match_training_summary(workdir, evaluate
   from jaxmed import evaluate
   from jaxmed.evaluation.trained_run import load_run
   run = load_run(workdir)
-  split = evaluate.load_split(run)
+  split = load_split(run)
   direct = np.asarray(run.predict_fn()(run.variables, split.images))
   assert np.allclose([p["probs"] for p in evaluated["predictions"]], direct, atol=1e-5)
   summary = json.loads((workdir / "summary.json").read_text())
@@ -83,7 +85,7 @@ def test_bootstrap_ci_covers_the_point_estimate(evaluated):
   for metric in ("accuracy", "macro_f1"):
     lo, hi = evaluated["ci95"][metric]
     assert 0.0 <= lo <= evaluated[metric] <= hi <= 1.0
-  from jaxmed.evaluate import compute_metrics
+  from jaxmed.evaluation.evaluator import compute_metrics
   rng = np.random.default_rng(1)
   y = rng.integers(0, 3, 300)
   probs = rng.dirichlet([1, 1, 1], 300)
@@ -98,16 +100,16 @@ def test_tta_views_are_deterministic_flips_and_shifts(workdir):
   from jaxmed import evaluate
   from jaxmed.evaluation.trained_run import load_run
   images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
-  views = evaluate.tta_views(images, 8)
+  views = predictions.tta_views(images, 8)
   assert len(views) == 8 and np.array_equal(views[0], images)
   assert np.array_equal(views[1], images[:, :, ::-1])
   assert np.array_equal(views[2][:, :, 2:], images[:, :, :-2])  # shifted right by 2 pixels
   assert all(not np.array_equal(a, b) for i, a in enumerate(views) for b in views[:i])
-  assert all(np.array_equal(a, b) for a, b in zip(views, evaluate.tta_views(images, 8)))
+  assert all(np.array_equal(a, b) for a, b in zip(views, predictions.tta_views(images, 8)))
   with pytest.raises(ValueError):
-    evaluate.tta_views(images, 9)
+    predictions.tta_views(images, 9)
   run = load_run(workdir)
-  probs = evaluate.predict_probs(run.model, run.variables, images, batch_size=2, tta=4)
+  probs = predictions.predict_probs(run.model, run.variables, images, batch_size=2, tta=4)
   assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1.0)
 
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from test_evaluate import trained_workdir
+from jaxmed.data.load import load_split
+from jaxmed.evaluation import inference
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,13 +35,13 @@ def bundle(workdir, tmp_path_factory):
 
 def test_bundle_predicts_what_the_workdir_predicts(workdir, bundle, test_images):
   from jaxmed import predict
-  from jaxmed.export import load_bundle, read_header
+  from jaxmed.evaluation.bundle import load_bundle, read_header
   header, _ = read_header(bundle)
   assert header["classes"] == ["a", "b", "c"] and header["image_size"] == 32
   assert header["model"]["arch"] == "lenet" and header["model"]["preprocessing"] == "unit"
   assert header["model"]["head"] == {"pooling": "avg", "hidden": [16], "dropout": 0.2}
-  from_workdir = predict.predict_files(predict.load_predictor(workdir=workdir), test_images)
-  from_bundle = predict.predict_files(load_bundle(bundle), test_images)
+  from_workdir = inference.predict_files(inference.load_predictor(workdir=workdir), test_images)
+  from_bundle = inference.predict_files(load_bundle(bundle), test_images)
   assert len(from_workdir) == len(from_bundle) == 12
   for a, b in zip(from_workdir, from_bundle):
     assert a["path"] == b["path"] and a["predicted"] == b["predicted"]
@@ -48,7 +50,7 @@ def test_bundle_predicts_what_the_workdir_predicts(workdir, bundle, test_images)
   from jaxmed import evaluate
   from jaxmed.evaluation.trained_run import load_run
   run = load_run(workdir)
-  split = evaluate.load_split(run)
+  split = load_split(run)
   expected = dict(zip(split.paths, run.predict_fn()(run.variables, split.images)))
   for r in from_bundle:
     assert np.allclose(list(r["probs"].values()), expected[str(r["path"])], atol=1e-5)
@@ -64,7 +66,7 @@ def test_export_refuses_to_overwrite_without_force(workdir, bundle, capsys):
 
 
 def test_damaged_or_foreign_bundles_are_refused(bundle, tmp_path):
-  from jaxmed.export import load_bundle
+  from jaxmed.evaluation.bundle import load_bundle
   data = bytearray(bundle.read_bytes())
   data[-10] ^= 0xFF  # a bit flip in the parameters
   (tmp_path / "bad.jaxmed").write_bytes(bytes(data))

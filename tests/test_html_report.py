@@ -40,7 +40,7 @@ def report(tmp_path_factory):
 
 
 def test_every_section_is_present_with_its_content(report):
-  from jaxmed.html_report import SECTIONS
+  from jaxmed.reporting.html import SECTIONS
   text, workdir = report
   parser = _Collector()
   parser.feed(text)
@@ -76,7 +76,7 @@ def test_images_are_embedded_and_nothing_is_fetched(report):
 
 def test_roc_points_match_sklearn():
   from sklearn.metrics import auc, roc_curve
-  from jaxmed.html_report import roc_points
+  from jaxmed.reporting.html import roc_points
   rng = np.random.default_rng(0)
   scores = rng.integers(0, 10, 200) / 10.0  # many ties
   positive = rng.random(200) < 0.3

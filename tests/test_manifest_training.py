@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from jaxmed import train
+from jaxmed.training import loop as train
 from conftest import small_config, write_label_tree
 
 

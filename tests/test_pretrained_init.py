@@ -1,4 +1,4 @@
-"""train.init_variables with a weight file: only the head is initialised (the backbone's init is
+"""training.job.init_variables with a weight file: only the head is initialised (the backbone's init is
 never compiled), yet the result equals a full model.init with the pretrained backbone put in."""
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_path, small_config
-from jaxmed import train
+from jaxmed.training import job
 from jaxmed.models import create_model
 from jaxmed.weights import pretrained
 
@@ -23,7 +23,7 @@ def test_head_only_init_equals_the_full_init(head):
   config.model.alpha, config.model.weights, config.seed = 0.25, str(weights), 7
   config.model.head.update(head)
   model = create_model(config.model, 3)
-  params, batch_stats = train.init_variables(model, config, 64)
+  params, batch_stats = job.init_variables(model, config, 64)
 
   full = jax.jit(lambda k: model.init(k, jnp.zeros((1, 64, 64, 3), jnp.uint8)))(
       jax.random.PRNGKey(7))

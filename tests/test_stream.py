@@ -16,7 +16,7 @@ from jax.sharding import AxisType
 
 from conftest import small_config, write_label_tree
 from jaxmed.training import input_path
-from jaxmed import train
+from jaxmed.training import loop as train
 from jaxmed.data import discover, folder, sampling, stream
 from test_resume import REPO, _command, _run, _sha, _start_and_signal
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmed import train
+from jaxmed.training import loop as train
 from conftest import small_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

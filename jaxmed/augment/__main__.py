@@ -1,24 +1,24 @@
 """Preview a config's augmentation: a grid PNG, each row one training image then augmented copies.
 
-  python -m jaxmed.augment --config configs/demo.py --out grid.png [--n 8] [--rows 4]
+  python -m jaxmed.augment --config demo --out grid.png [--n 8] [--rows 4]
   python -m jaxmed.augment --config configs/demo.py --config.augment.preset=xray --out grid.png
 
-The config file is loaded like jaxmed.train's (absl config_flags, `--config.KEY=VALUE`
+The config is chosen like jaxmed.train's (a shipped name or a file, `--config.KEY=VALUE`
 overrides); its `augment` section is what the train step would apply.
 """
 
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from jaxmed.runtime import cli
 
-import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (get_config()).")
-_OUT = flags.DEFINE_string("out", "augment_grid.png", "Output PNG path.")
-_N = flags.DEFINE_integer("n", 8, "Augmented versions per image (columns after the original).")
-_ROWS = flags.DEFINE_integer("rows", 4, "Number of training images (rows).")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the augmentation.")
+def define_flags(values):
+  from absl import flags
+  flags.DEFINE_string("out", "augment_grid.png", "Output PNG path.", flag_values=values)
+  flags.DEFINE_integer("n", 8, "Augmented versions per image (columns after the original).",
+                       flag_values=values)
+  flags.DEFINE_integer("rows", 4, "Number of training images (rows).", flag_values=values)
+  flags.DEFINE_integer("seed", 0, "PRNG seed of the augmentation.", flag_values=values)
 
 
 def load_images(config, count: int):
@@ -68,32 +68,32 @@ def write_grid(path, originals, augmented, soft_labels, labels, classes):
   plt.close(fig)
 
 
-def main(argv):
-  del argv
+@cli.command
+def main(argv) -> int:
   import jax
   import numpy as np
   from jaxmed.augment import make_augmenter
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config is required")
+  values = cli.parse_config_flags(argv, "python -m jaxmed.augment", define_flags)
+  config = values.config
   if "augment" not in config:
-    raise app.UsageError(
+    raise cli.UserError(
         "the config has no `augment` section; add e.g. c.augment = ml_collections.ConfigDict("
         "dict(preset='mri')) or Keras options (rotation_range=10, horizontal_flip=True, ...)")
   augmenter = make_augmenter(config.augment)
   if augmenter is None:
-    raise app.UsageError("every option in config.augment is off: nothing to preview")
-  images, labels, classes = load_images(config, _ROWS.value)
-  rows, n = len(images), _N.value
+    raise cli.UserError("every option in config.augment is off: nothing to preview")
+  images, labels, classes = load_images(config, values.rows)
+  rows, n = len(images), values.n
   # one batch of rows * n images, so mixup/cutmix partners are other training images
   batch = np.tile(images, (n, 1, 1, 1))
   onehot = jax.nn.one_hot(np.tile(labels, n), len(classes))
-  out, soft = jax.jit(augmenter)(jax.random.PRNGKey(_SEED.value), batch, onehot)
+  out, soft = jax.jit(augmenter)(jax.random.PRNGKey(values.seed), batch, onehot)
   out = np.asarray(out).reshape(n, rows, *images.shape[1:]).swapaxes(0, 1)
   soft = np.asarray(soft).reshape(n, rows, -1).swapaxes(0, 1)
-  write_grid(_OUT.value, images, out, soft, labels, classes)
-  print(f"wrote {_OUT.value}: {rows} images x {n} augmentations ({config.data.root})")
+  write_grid(values.out, images, out, soft, labels, classes)
+  print(f"wrote {values.out}: {rows} images x {n} augmentations ({config.data.root})")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

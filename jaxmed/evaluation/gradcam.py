@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
 import jax
 import jax.numpy as jnp
 

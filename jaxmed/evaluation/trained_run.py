@@ -23,7 +23,8 @@ class LoadedRun:
 
   def predict_fn(self):
     """jit(images uint8 (N, H, W, 3)) -> probabilities (N, K)."""
-    return jax.jit(lambda v, x: jax.nn.softmax(self.model.apply(v, x, train=False)))
+    from jaxmed.evaluation.predictions import softmax_fn
+    return softmax_fn(self.model)
 
 
 def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:

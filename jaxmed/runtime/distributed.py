@@ -48,6 +48,12 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
+def say(message: str):
+  """Prints on the primary process only, so a multi-host job's console shows each line once."""
+  if is_primary():
+    print(message, flush=True)
+
+
 def put(tree, sharding):
   """jax.device_put(tree, sharding) for host values that are the same on every process.
 

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxmed.runtime import distributed
-from jaxmed.evaluation import summary as evaluation
+from jaxmed.evaluation import predictions
 from jaxmed.training import steps
 from jaxmed.data import sampling
 
@@ -96,7 +96,7 @@ class ResidentFeed:
     """(logits, labels) of a split."""
     def step(p, bs, images, index):
       return distributed.to_host(eval_step(p, bs, images, self.put_index(index)))
-    logits = evaluation.predict_logits(step, params, batch_stats, self.images,
+    logits = predictions.predict_logits(step, params, batch_stats, self.images,
                                        self.ranges[split_name], self.eval_batch)
     return logits, self.splits[split_name].labels
 
@@ -143,8 +143,8 @@ class StreamFeed:
                                 self.options, drop_remainder=False):
       self._note_unreadable(batch)
       n, ok = len(batch["label"]), batch["error"] == ""
-      images = np.concatenate([batch["image"], self._zeros(self.eval_batch - n)])
-      logits.append(distributed.to_host(eval_step(params, batch_stats, self._put(images)))[:n][ok])
+      images = self._put(predictions.pad_rows(batch["image"], self.eval_batch))
+      logits.append(distributed.to_host(eval_step(params, batch_stats, images))[:n][ok])
       labels.append(batch["label"][ok])
     if not logits:
       return np.zeros((0, 0), np.float32), np.zeros(0, np.int32)
@@ -177,7 +177,7 @@ class FeatureFeed:
     self.unreadable = resident.unreadable
     features_step = steps.make_features_step(model)
     every = np.arange(len(resident.images), dtype=np.int32)
-    rows = evaluation.predict_logits(
+    rows = predictions.predict_logits(
         lambda p, bs, images, index: distributed.to_host(features_step(p, bs, images,
                                                                        resident.put_index(index))),
         params, batch_stats, resident.images, every, resident.eval_batch)
@@ -198,6 +198,6 @@ class FeatureFeed:
   def predict(self, eval_step, split_name: str, params, batch_stats):
     def step(p, bs, features, index):
       return distributed.to_host(eval_step(p, bs, features, self.resident.put_index(index)))
-    logits = evaluation.predict_logits(step, params, batch_stats, self.features,
+    logits = predictions.predict_logits(step, params, batch_stats, self.features,
                                        self.resident.ranges[split_name], self.resident.eval_batch)
     return logits, self.splits[split_name].labels

@@ -2,9 +2,10 @@
 that started it, keep metrics.jsonl in step with the checkpoint, write JSON atomically."""
 
 import json
-import sys
 import time
 from pathlib import Path
+
+from jaxmed.runtime.cli import UserError
 
 
 def read_history(workdir: Path, epochs_done: int) -> list[dict]:
@@ -31,8 +32,8 @@ def prepare_workdir(workdir: str | None, config_path: str) -> Path:
     workdir = Path("runs") / f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
   workdir = Path(workdir)
   if (workdir / "summary.json").exists():
-    sys.exit(f"error: {workdir} holds a finished run (summary.json); "
-             f"pass another --workdir, or move that folder away first")
+    raise UserError(f"{workdir} holds a finished run (summary.json); "
+                    f"pass another --workdir, or move that folder away first")
   workdir.mkdir(parents=True, exist_ok=True)
   return workdir
 
@@ -45,8 +46,8 @@ def check_resumable(workdir: Path, config) -> None:
     if before != now:
       changed = sorted(k for k in set(_flat(before)) | set(_flat(now))
                        if _flat(before).get(k) != _flat(now).get(k))
-      sys.exit(f"error: {workdir} was started with another config ({', '.join(changed[:6])} "
-               f"differ); resume with the same config or pass a new --workdir")
+      raise UserError(f"{workdir} was started with another config ({', '.join(changed[:6])} "
+                      f"differ); resume with the same config or pass a new --workdir")
 
 
 def _flat(d, prefix=""):

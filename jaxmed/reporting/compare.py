@@ -1,0 +1,93 @@
+"""Compare finished runs side by side: backbone, input size, parameters, test metrics, speed.
+
+Prints a markdown table and writes it to --out (default comparison.md) with the same rows as
+JSON beside it (comparison.json). Metrics come from each run's summary.json (its test split, or
+val when the run had no test split); images/s is the median training throughput over the
+fine-tuning epochs (the frozen phase, without backbone gradients, is faster and not comparable).
+"""
+
+import json
+import statistics
+from pathlib import Path
+
+
+COLUMNS = (("run", "run"), ("backbone", "backbone"), ("input", "input size"),
+           ("parameters", "parameters"), ("accuracy", "test accuracy"), ("macro_f1", "macro F1"),
+           ("auc", "AUC (macro OvR)"), ("train_s", "train time"), ("images_per_s", "images/s"))
+
+
+def count_parameters(config: dict, num_classes: int) -> int:
+  """Trainable parameter count of the run's model, from shapes only (no checkpoint read)."""
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  from jaxmed.models import create_model
+  model = create_model(ml_collections.ConfigDict(config["model"]), num_classes)
+  size = config["data"]["image_size"]
+  shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.uint8)),
+                          jax.random.PRNGKey(0))
+  return int(sum(x.size for x in jax.tree.leaves(shapes["params"])))
+
+
+def run_row(workdir: str | Path) -> dict:
+  workdir = Path(workdir)
+  summary_path = workdir / "summary.json"
+  if not summary_path.exists():
+    raise FileNotFoundError(f"{workdir}: no summary.json (not a finished jaxmed run)")
+  summary = json.loads(summary_path.read_text())
+  config = summary["config"]
+  split = "test" if "test" in summary else "val"
+  result = summary[split]
+  history = []
+  if (workdir / "metrics.jsonl").exists():
+    history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
+  train = [r for r in history if r.get("split") == "train" and r.get("images_per_s")]
+  finetune = [r["images_per_s"] for r in train if r.get("phase") == "finetune"]
+  speeds = finetune or [r["images_per_s"] for r in train]
+  return {"run": workdir.name, "path": str(workdir.resolve()), "split": split,
+          "backbone": config["model"]["arch"] + (f" (alpha {config['model'].get('alpha')})"
+                                                 if "mobilenet" in config["model"]["arch"]
+                                                 and config["model"].get("alpha", 1.0) != 1.0 else ""),
+          "weights": config["model"].get("weights"), "input": config["data"]["image_size"],
+          "parameters": count_parameters(config, len(summary["classes"])),
+          "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
+          "auc": result.get("auc", {}).get("macro"),
+          "train_s": summary.get("timings", {}).get("train_s"),
+          "images_per_s": statistics.median(speeds) if speeds else None,
+          "num_examples": result.get("num_examples")}
+
+
+def _cell(key: str, value) -> str:
+  if value is None:
+    return "n/a"
+  if key in ("accuracy", "macro_f1", "auc"):
+    return f"{value:.4f}"
+  if key == "parameters":
+    return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
+  if key == "train_s":
+    return f"{value:.1f} s"
+  if key == "images_per_s":
+    return f"{value:,.0f}"
+  if key == "input":
+    return f"{value}x{value}"
+  return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+  header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+  rule = "|" + "|".join("---" if k in ("run", "backbone") else "---:" for k, _ in COLUMNS) + "|"
+  body = ["| " + " | ".join(_cell(k, r[k]) for k, _ in COLUMNS) + " |" for r in rows]
+  notes = [r["run"] for r in rows if r["split"] != "test"]
+  tail = f"\n\n(metrics on the val split for: {', '.join(notes)})" if notes else ""
+  return "\n".join([header, rule] + body) + tail + "\n"
+
+
+def write_comparison(runs, out: str | Path) -> str:
+  """The markdown table of `runs` (workdirs), written to `out` with the rows as JSON beside it."""
+  rows = [run_row(r) for r in runs]
+  text = markdown_table(rows)
+  out = Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(text)
+  out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+  return text

@@ -1,0 +1,120 @@
+"""Everything a training run sets up before its first step: data, devices, feed, model,
+initial parameters, class weights, augmentation and the compiled evaluation step."""
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from jaxmed.data.load import list_data, load_data
+from jaxmed.evaluation import summary
+from jaxmed.models import create_model
+from jaxmed.models.registry import get_architecture
+from jaxmed.runtime import distributed
+from jaxmed.runtime.distributed import say
+from jaxmed.training import input_path, losses
+
+
+@dataclasses.dataclass
+class Job:
+  config: object
+  classes: list[str]
+  splits: dict
+  data_record: dict
+  mesh: object
+  replicated: object       # NamedSharding for values every device holds whole
+  feed: object             # input_path.ResidentFeed or StreamFeed
+  model: object
+  num_stages: int          # backbone stages, for `unfreeze` top-N
+  params: object
+  batch_stats: object
+  batch_size: int
+  steps_per_epoch: int
+  class_weights: object    # np.ndarray or None
+  augment: object          # the compiled-in augmenter or None
+  eval_step: object        # compiled eval step of `feed`
+  timings: dict
+
+  def evaluate(self, split_name: str, params, batch_stats, feed=None, eval_step=None) -> dict:
+    """Loss and metrics of one split (`feed`/`eval_step`: a phase's own, e.g. cached features)."""
+    start = time.perf_counter()
+    logits, labels = (feed or self.feed).predict(eval_step or self.eval_step, split_name, params,
+                                                 batch_stats)
+    self.timings["evaluate_s"] += time.perf_counter() - start
+    return summary.summarize(logits, labels, self.classes)
+
+
+def init_variables(model, config, image_size: int):
+  """Parameters and BatchNorm statistics: random for `model.weights=None`, else the weight file's
+  backbone with a freshly initialised head."""
+  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.uint8)
+  key = jax.random.PRNGKey(config.seed)
+  # On the command line `--config.model.weights=None` arrives as the string 'None'.
+  if str(config.model.get("weights")).lower() in ("none", ""):
+    # Jitted: eager init of a 150-layer network dispatches op by op and takes 2-3x longer on CPU.
+    variables = jax.jit(lambda k: model.init(k, dummy, train=False))(key)
+    return variables["params"], variables.get("batch_stats", {})
+  # The weight file fills the whole backbone, so only the head is initialised: compiling the full
+  # init took 8.6 s for the demo's model, its shapes 0.2 s. Flax derives each module's init key
+  # from its path, so the head's values equal those of a full model.init with the same seed.
+  from jaxmed.models.classifier import Classifier
+  from jaxmed.models.preprocess import preprocess
+  from jaxmed.weights import pretrained
+  shapes = jax.eval_shape(lambda k: model.init(k, dummy, train=False), key)
+  features = jax.eval_shape(lambda k: model.init_with_output(
+      k, dummy, method=lambda m, x: m.backbone(preprocess(x, m.preprocessing), train=False))[0], key)
+  head = jax.jit(lambda k: model.init(k, jnp.zeros(features.shape, features.dtype),
+                                      method=Classifier.classify_features))(key)
+  variables = {collection: {**tree, **head.get(collection, {})} for collection, tree in shapes.items()}
+  variables = pretrained.load_into(variables, config.model)
+  leftover = [path for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+              if isinstance(leaf, jax.ShapeDtypeStruct)]
+  assert not leftover, f"not initialised: {leftover[:5]}"
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def prepare_job(config) -> Job:
+  timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
+  t0 = time.perf_counter()
+  listed = list_data(config)
+  choice = input_path.choose(config.data, listed[1].num_files)
+  say(f"input path: {choice['path']} ({choice['reason']})")
+  classes, splits, data_record = load_data(config, listed, decode=choice["path"] == "resident")
+  data_record["input_path"] = choice
+  for s, counts in data_record["counts"].items():
+    say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))
+  if data_record["skipped_files"]:
+    say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
+  train_split = splits["train"]
+  batch_size = min(config.train.batch_size, len(train_split))
+  if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
+    raise ValueError(f"train.batch_size {batch_size} and train.eval_batch_size must be multiples "
+                     f"of the {jax.device_count()} devices")
+  mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+  replicated = NamedSharding(mesh, P())
+  # Resident: all splits on the device, batches gathered there. Stream: batches decoded by a
+  # grain pipeline while training. Same batches either way (jaxmed/training/input_path.py).
+  feed = input_path.make_feed(choice["path"], splits, mesh, config, batch_size)
+  timings["data_s"] = time.perf_counter() - t0
+
+  model = create_model(config.model, len(classes))
+  params, batch_stats = distributed.put(init_variables(model, config, config.data.image_size),
+                                        replicated)
+  train_counts = np.bincount(train_split.labels, minlength=len(classes))
+  weights = losses.class_weights(config.train.get("class_weights"), train_counts)
+  if weights is not None:
+    say("class weights: " + ", ".join(f"{c}={w:.3f}" for c, w in zip(classes, weights)))
+  augment = None
+  if config.get("augment"):
+    from jaxmed.augment import make_augmenter
+    augment = make_augmenter(config.augment)
+  t_compile = time.perf_counter()
+  eval_step = feed.make_eval_step(model).lower(
+      params, batch_stats, *feed.example_eval_batch()).compile()
+  timings["compile_s"] += time.perf_counter() - t_compile
+  return Job(config, classes, splits, data_record, mesh, replicated, feed, model,
+             get_architecture(config.model.arch).num_stages, params, batch_stats, batch_size,
+             len(train_split) // batch_size, weights, augment, eval_step, timings)

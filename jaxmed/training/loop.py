@@ -1,0 +1,142 @@
+"""A whole training run, top to bottom: set up the job, run the phases (frozen, then fine-tuning)
+resuming from the workdir's last checkpoint, evaluate the best checkpoint on test, and write
+summary.json and the report. Every file and checkpoint manager is closed on every way out."""
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmed.evaluation import metrics
+from jaxmed.runtime import distributed, run_info
+from jaxmed.runtime.distributed import say
+from jaxmed.runtime.interrupts import catch_stop_signals
+from jaxmed.training import checkpoint
+from jaxmed.training.job import prepare_job
+from jaxmed.training.phase import PHASES, Phase, Position, TrainingDiverged, TrainingStopped  # noqa: F401
+from jaxmed.training.workdir import (check_resumable, prepare_workdir, read_history,
+                                     write_json_atomic)
+
+
+class MetricsLog:
+  """metrics.jsonl and TensorBoard events (`tensorboard --logdir WORKDIR`), on the primary
+  process; `history` holds every record of the run, resumed ones included."""
+
+  def __init__(self, workdir: Path, history: list[dict]):
+    from tensorboardX import SummaryWriter
+    self.history = history
+    self.file = distributed.primary_only(lambda: open(workdir / "metrics.jsonl", "a"))
+    self.tensorboard = distributed.primary_only(lambda: SummaryWriter(str(workdir / "tensorboard")))
+
+  def write(self, records: list[dict]):
+    for r in records:
+      self.file.write(json.dumps(r) + "\n")
+      for key, value in r.items():
+        if key not in ("epoch", "phase", "split") and value is not None:
+          self.tensorboard.add_scalar(f"{r['split']}/{key}", value, r["epoch"])
+    self.file.flush()
+    self.tensorboard.flush()
+    self.history += records
+
+  def close(self):
+    self.file.close()
+    self.tensorboard.close()
+
+
+def enable_compilation_cache():
+  """JAX's persistent cache: a second run of the same config skips most of its compile time."""
+  from jaxmed.runtime.paths import cache_dir
+  jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def fit(config, workdir=None, *, config_name: str = "config") -> tuple[Path, dict]:
+  """Trains `config` into `workdir` (default runs/<config_name>-<time>), resuming what a
+  checkpoint there holds; returns the workdir and the summary (as summary.json)."""
+  workdir = prepare_workdir(workdir, config_name)
+  check_resumable(workdir, config)
+  distributed.barrier("workdir checked")  # before process 0 rewrites config.json
+  say(f"workdir: {workdir}   devices: {jax.devices()}")
+  return workdir, train_and_evaluate(config, workdir)
+
+
+def train_and_evaluate(config, workdir: Path) -> dict:
+  """Runs (or resumes) the whole job and returns the summary. Raises TrainingStopped after a stop
+  signal (checkpoint saved) and TrainingDiverged on a NaN/Inf loss (last checkpoint kept)."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  primary = distributed.is_primary()  # with several processes, process 0 writes the files
+  if primary:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  if config.train.get("compilation_cache", True):
+    enable_compilation_cache()
+  t0 = time.perf_counter()
+  job = prepare_job(config)
+  if primary:
+    write_json_atomic(workdir / "classes.json", {"classes": job.classes})
+  with contextlib.ExitStack() as stack:
+    ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
+    stack.callback(ckpt.close)
+    resume = ckpt.latest_meta()
+    if resume:
+      say(f"resuming from {ckpt.latest.directory} step {ckpt.latest.latest_step()}: phase "
+          f"{resume['phase']}, {resume['epoch']} epochs done, {resume['step_in_epoch']} steps "
+          f"into the next")
+      ckpt.best_value = resume.get("best_value")
+    log = MetricsLog(workdir, read_history(workdir, resume["epoch"] if resume else 0) if primary else [])
+    stack.callback(log.close)
+    stop = stack.enter_context(catch_stop_signals())
+    position, rng = Position(), jax.random.PRNGKey(config.seed + 1)
+    params, batch_stats = job.params, job.batch_stats
+    for index, name in enumerate(p for p in PHASES if config[p].epochs > 0):
+      if resume and index < resume["phase_index"]:
+        continue
+      job.params, job.batch_stats = params, batch_stats
+      state = Phase(job, name, index, position, rng, ckpt, log, stop, resume).run()
+      params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
+    ckpt.wait()
+    summary = evaluate_and_summarize(job, ckpt, params, batch_stats)
+  summary["timings"]["total_s"] = time.perf_counter() - t0
+  if primary:
+    write_json_atomic(workdir / "summary.json", summary)
+    write_reports(workdir, log.history, summary, job.splits)
+  return summary
+
+
+def evaluate_and_summarize(job, ckpt, params, batch_stats) -> dict:
+  """Test evaluation on the best checkpoint (Keras' ModelCheckpoint(save_best_only=True) habit)
+  or the last parameters, and the run's summary."""
+  config = job.config
+  final_sha = run_info.params_sha256({"params": params, "batch_stats": batch_stats})
+  eval_params, eval_stats = params, batch_stats
+  if config.train.evaluate == "best" and ckpt.best.latest_step() is not None:
+    best, _ = checkpoint.restore(ckpt.best, {"params": params, "batch_stats": batch_stats})
+    eval_params, eval_stats = best["params"], best["batch_stats"]
+  results = {"val": job.evaluate("val", eval_params, eval_stats)}
+  if "test" in job.splits and len(job.splits["test"]):
+    results["test"] = job.evaluate("test", eval_params, eval_stats)
+  final = results.get("test", results["val"])
+  say(f"\n{'test' if 'test' in results else 'val'} set ({final['num_examples']} images, "
+      f"{config.train.evaluate} checkpoint):\n" + metrics.format_table(final, job.classes))
+  job.data_record["skipped_files"] += job.feed.unreadable  # found while streaming (stream path only)
+  return {
+      "classes": job.classes, **results, "data": job.data_record,
+      "final_params_sha256": final_sha, "evaluated": config.train.evaluate,
+      "best": {"metric": ckpt.metric, "value": ckpt.best_value},
+      "timings": job.timings, "versions": run_info.versions(), "machine": run_info.machine(),
+      "config": config.to_dict(),
+  }
+
+
+def write_reports(workdir: Path, history: list[dict], summary: dict, splits: dict):
+  """report/*.png and the self-contained report/index.html."""
+  from jaxmed.reporting import html, plots
+  split = "test" if "test" in summary else "val"
+  plots.write_report(workdir, history, np.asarray(summary[split]["confusion_matrix"]),
+                     summary["classes"])
+  t0 = time.perf_counter()
+  path = html.write_html_report(workdir, splits=splits)
+  say(f"report: {path} ({time.perf_counter() - t0:.1f} s)")

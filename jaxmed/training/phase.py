@@ -1,0 +1,242 @@
+"""One training phase (frozen backbone, or fine-tuning): its optimizer, callbacks and compiled
+step, then epochs of steps, each ended by validation, metrics and a checkpoint. Every checkpoint
+records the data position (phase, epoch, step in epoch), so a killed run resumes mid-epoch."""
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmed.runtime import distributed
+from jaxmed.runtime.distributed import say
+from jaxmed.runtime.progress import Progress, format_seconds
+from jaxmed.training import callbacks, checkpoint, input_path, optim
+from jaxmed.training.steps import StepOptions, TrainState
+
+PHASES = ("frozen", "finetune")
+
+
+class TrainingDiverged(RuntimeError):
+  pass
+
+
+class TrainingStopped(Exception):
+  """A stop signal (SIGTERM, Ctrl-C) was honoured: a checkpoint was saved and the run can resume."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f"stopped at step {step}; checkpoint saved. Re-run the same command to resume.")
+    self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+@dataclasses.dataclass
+class EpochSums:
+  """The epoch's training loss and correct predictions so far, summed over its steps."""
+  loss: float = 0.0
+  correct: int = 0
+  steps: int = 0
+
+  def plus(self, step_losses, step_correct, check) -> "EpochSums":
+    """These sums plus the given steps' (one device fetch; `check` sees the losses first)."""
+    losses = np.asarray(jax.device_get(step_losses), np.float64)
+    check(losses)
+    return EpochSums(self.loss + float(losses.sum()),
+                     self.correct + int(np.sum(jax.device_get(step_correct))),
+                     self.steps + len(losses))
+
+  def as_list(self) -> list:  # the checkpoint's `train_sums`
+    return [self.loss, self.correct, self.steps]
+
+
+@dataclasses.dataclass
+class Position:
+  """Where the whole run stands, carried from one phase to the next."""
+  epoch: int = 0
+  global_step: int = 0
+
+
+def phase_options(config, name: str, num_stages: int) -> StepOptions:
+  common = dict(label_smoothing=config.train.label_smoothing,
+                focal_gamma=config.train.get("focal_gamma", 0.0))
+  if name == "frozen":
+    return StepOptions(trainable_from=num_stages, bn_train=False, **common)
+  phase = config[name]
+  unfreeze = phase.get("unfreeze", "all")
+  trainable_from = 0 if unfreeze == "all" else max(0, num_stages - int(unfreeze))
+  return StepOptions(trainable_from=trainable_from,
+                     bn_train=phase.get("batchnorm", "train") == "train", **common)
+
+
+def make_callbacks(phase_config):
+  plateau = early = None
+  if phase_config.get("reduce_on_plateau") and phase_config.reduce_on_plateau.enabled:
+    p = phase_config.reduce_on_plateau
+    plateau = callbacks.ReduceLROnPlateau(p.factor, p.patience, p.get("min_scale", 0.0),
+                                          p.get("cooldown", 0), p.get("min_delta", 1e-4),
+                                          p.monitor, p.mode)
+  if phase_config.get("early_stopping") and phase_config.early_stopping.enabled:
+    e = phase_config.early_stopping
+    early = callbacks.EarlyStopping(e.patience, e.get("min_delta", 0.0), e.monitor, e.mode)
+  return plateau, early
+
+
+def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
+  """Raises naming the first step whose loss is NaN/Inf; the last checkpoint stays as it was."""
+  values = np.asarray(jax.device_get(losses), np.float64)
+  bad = np.flatnonzero(~np.isfinite(values))
+  if len(bad):
+    step = first_step + int(bad[0]) + 1
+    raise TrainingDiverged(
+        f"loss is {values[bad[0]]} at step {step} (epoch {epoch}, phase {phase}). Likely causes: "
+        f"learning rate too high for this phase, images that decode to constant or extreme "
+        f"values, or mixed precision overflow. The last good checkpoint (step "
+        f"{ckpt.latest.latest_step()}) is kept in {ckpt.latest.directory}.")
+
+
+class Phase:
+  """Runs one phase of `job` from a fresh start or from the checkpoint meta `resume`."""
+
+  def __init__(self, job, name: str, index: int, position: Position, rng, ckpt, log, stop,
+               resume: dict | None):
+    self.job, self.name, self.index, self.position = job, name, index, position
+    self.ckpt, self.log, self.stop = ckpt, log, stop
+    self.config = job.config[name]
+    self.options = phase_options(job.config, name, job.num_stages)
+    self.labels_tree = optim.param_labels(job.params, job.config.model.arch,
+                                          None if name == "frozen" else self.options.trainable_from)
+    self.tx, self.schedule = optim.make_optimizer(self.config, self.labels_tree, job.steps_per_epoch)
+    self.plateau, self.early = make_callbacks(self.config)
+    self.agree_to_stop = distributed.StopAgreement()  # all processes checkpoint at one step
+    self.state = distributed.put(TrainState(
+        step=jnp.asarray(position.global_step), params=job.params, batch_stats=job.batch_stats,
+        opt_state=self.tx.init(job.params), rng=rng), job.replicated)
+    self.start_epoch, self.start_step, self.sums, self.stopped = 1, 0, EpochSums(), False
+    if resume:  # this is the phase the checkpoint was written in
+      self._restore()
+
+  def _restore(self):
+    self.state, meta = checkpoint.restore(self.ckpt.latest, self.state)
+    self.position.epoch, self.position.global_step = meta["epoch"], meta["global_step"]
+    self.start_epoch, self.start_step = meta["epoch_in_phase"] + 1, meta["step_in_epoch"]
+    self.sums, self.stopped = EpochSums(*meta["train_sums"]), meta["stopped"]
+    self.job.feed.unreadable[:] = meta.get("unreadable_files", [])  # found while streaming so far
+    if self.plateau:
+      self.plateau.load_state_dict(meta["plateau"])
+    if self.early:
+      self.early.load_state_dict(meta["early_stopping"])
+
+  def meta(self, epoch_in_phase: int, step_in_epoch: int, sums: EpochSums, stopped=False) -> dict:
+    """What a checkpoint records beside the train state."""
+    return {"phase": self.name, "phase_index": self.index, "epoch": self.position.epoch,
+            "epoch_in_phase": epoch_in_phase, "step_in_epoch": step_in_epoch,
+            "global_step": self.position.global_step, "train_sums": sums.as_list(),
+            "stopped": stopped,
+            "plateau": self.plateau.state_dict() if self.plateau else None,
+            "early_stopping": self.early.state_dict() if self.early else None,
+            "unreadable_files": self.job.feed.unreadable}
+
+  def _compile(self):
+    """The phase's feed (cached backbone features when the backbone is frozen and nothing is
+    augmented), its eval step and its ahead-of-time compiled train step."""
+    job = self.job
+    self.feed, self.eval_step = job.feed, job.eval_step
+    if self.name == "frozen" and job.augment is None and job.config.train.get("cache_features", True) \
+        and isinstance(job.feed, input_path.ResidentFeed):
+      # The backbone is fixed for the whole phase: run it once per image, train the head.
+      t_features = time.perf_counter()
+      self.feed = input_path.FeatureFeed(job.feed, job.model, job.params, job.batch_stats)
+      self.eval_step = self.feed.make_eval_step(job.model).lower(
+          job.params, job.batch_stats, *self.feed.example_eval_batch()).compile()
+      job.timings["features_s"] = time.perf_counter() - t_features
+      say(f"phase frozen trains the head on cached backbone features ({self.feed.nbytes / 2**20:.1f}"
+          f" MB, computed in {format_seconds(job.timings['features_s'])}; train.cache_features)")
+    t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
+    self.train_step = self.feed.make_train_step(
+        job.model, self.tx, self.options, job.class_weights, job.augment).lower(
+            self.state, *self.feed.example_batch(), np.float32(1.0)).compile()
+    job.timings["compile_s"] += time.perf_counter() - t_compile
+
+  def run(self):
+    """Trains the phase's remaining epochs; returns the final TrainState."""
+    job = self.job
+    self._compile()
+    num_trainable = sum(x.size for x, l in zip(jax.tree.leaves(job.params),
+                                               jax.tree.leaves(self.labels_tree)) if l == "trainable")
+    say(f"phase {self.name}: {self.config.epochs} epochs x {job.steps_per_epoch} steps, batch "
+        f"{job.batch_size}, {num_trainable:,} trainable parameters, {jax.device_count()} device(s)")
+    self.progress = Progress(self.config.epochs * job.steps_per_epoch, job.batch_size,
+                             stream=None if distributed.is_primary() else distributed.Discard())
+    for epoch_in_phase in range(self.start_epoch, self.config.epochs + 1):
+      if self.stopped:
+        break
+      self._train_epoch(epoch_in_phase)
+    return self.state
+
+  def _check(self, first_step: int):
+    return lambda losses: check_finite(losses, first_step, self.name, self.position.epoch + 1,
+                                       self.ckpt)
+
+  def _train_epoch(self, epoch_in_phase: int):
+    job, pos = self.job, self.position
+    total_epochs = job.config.frozen.epochs + job.config.finetune.epochs
+    every = job.config.train.get("checkpoint_every_steps", 0)
+    t_epoch = time.perf_counter()
+    scale = np.float32(self.plateau.scale if self.plateau else 1.0)
+    step_losses, step_correct = [], []
+    # The epoch's batches from start_step on: the data position saved in each checkpoint.
+    for i, batch in enumerate(self.feed.train_batches(pos.epoch + 1, self.start_step), self.start_step):
+      self.state, step_metrics = self.train_step(self.state, *batch, scale)
+      step_losses.append(step_metrics["loss"])
+      step_correct.append(step_metrics["correct"])
+      pos.global_step += 1
+      if i % 5 == 0 or i == job.steps_per_epoch - 1:  # reading the loss waits for the step
+        check_finite(step_losses[-5:], pos.global_step - min(5, len(step_losses)), self.name,
+                     pos.epoch + 1, self.ckpt)
+        done = (epoch_in_phase - 1) * job.steps_per_epoch + i + 1
+        self.progress.update(f"epoch {pos.epoch + 1}/{total_epochs} ({self.name})", done,
+                             float(step_metrics["loss"]))
+      stop_now = self.agree_to_stop(self.stop, pos.global_step)
+      if stop_now or (every and pos.global_step % every == 0 and i < job.steps_per_epoch - 1):
+        first = pos.global_step - len(step_losses)
+        partial = self.sums.plus(step_losses, step_correct, self._check(first))
+        self.ckpt.save_latest(pos.global_step, self.state, self.meta(epoch_in_phase - 1, i + 1, partial))
+        if stop_now:
+          self.ckpt.wait()
+          self.progress.newline()
+          raise TrainingStopped(self.stop.signal or 15, pos.global_step)
+    first = pos.global_step - len(step_losses)
+    sums = self.sums.plus(step_losses, step_correct, self._check(first))
+    train_s = time.perf_counter() - t_epoch
+    job.timings["train_s"] += train_s
+    pos.epoch += 1
+    self.start_step, self.sums = 0, EpochSums()
+    self.progress.newline()
+    self._end_epoch(epoch_in_phase, sums, train_s, scale)
+
+  def _end_epoch(self, epoch_in_phase: int, sums: EpochSums, train_s: float, scale):
+    """Validation, metrics.jsonl/TensorBoard, callbacks and the epoch's checkpoint."""
+    job, epoch = self.job, self.position.epoch
+    train_loss, train_acc = sums.loss / sums.steps, sums.correct / (sums.steps * job.batch_size)
+    t_val = time.perf_counter()
+    val = job.evaluate("val", self.state.params, self.state.batch_stats, self.feed, self.eval_step)
+    val_s = time.perf_counter() - t_val
+    rate = self.progress.images_per_second  # NaN for a one-step epoch: not valid JSON, so None
+    lr = float(self.schedule(epoch_in_phase * job.steps_per_epoch - 1)) * float(scale)
+    self.log.write([
+        {"epoch": epoch, "phase": self.name, "split": "train", "loss": train_loss,
+         "accuracy": train_acc, "lr": lr, "images_per_s": rate if rate == rate else None,
+         "seconds": train_s},
+        {"epoch": epoch, "phase": self.name, "split": "val", "loss": val["loss"],
+         "accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "auc": val["auc"]["macro"],
+         "seconds": val_s}])
+    monitored = {f"val_{k}": val[k] for k in ("accuracy", "loss", "macro_f1", "balanced_accuracy")}
+    monitored["val_auc"] = val["auc"]["macro"]
+    reduced = self.plateau.step(monitored) if self.plateau else False
+    self.stopped = self.early.step(monitored) if self.early else False
+    improved = self.ckpt.save(self.position.global_step, self.state,
+                              self.meta(epoch_in_phase, 0, EpochSums(), self.stopped), monitored)
+    say(f"epoch {epoch} ({self.name}): train loss {train_loss:.4f} acc {train_acc:.3f} | "
+        f"val loss {val['loss']:.4f} acc {val['accuracy']:.3f} macro-F1 {val['macro_f1']:.3f}"
+        f"{'  *best' if improved else ''}{'  lr reduced' if reduced else ''}"
+        f"{'  early stop' if self.stopped else ''}")
