@@ -11,7 +11,7 @@ from jaxmed.runtime import platform as _platform
 
 _platform.configure_xla_flags()
 
-__version__ = "0.1.0"
+from jaxmed.runtime.run_info import JAXMED_VERSION as __version__  # noqa: E402
 
 from jaxmed.api import config, demo_data, doctor, evaluate, fit, load_run, predict  # noqa: E402
 

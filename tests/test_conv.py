@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmed.ops import conv, depthwise
+from jaxmed.runtime import settings
 
 ATOL = 1e-5
 
@@ -24,12 +25,12 @@ def _value_and_grads(fn, x, kernel):
   return (y, *vjp(g))
 
 
-def _compare(x, kernel, strides, padding, monkeypatch, atol=ATOL, k_rtol=1e-5):
+def _compare(x, kernel, strides, padding, atol=ATOL, k_rtol=1e-5):
   c = x.shape[-1]
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
   fast = jax.jit(lambda x, k: conv.conv2d(x, k, strides, padding, c))
   ref = jax.jit(lambda x, k: conv.conv_reference(x, k, strides, padding, c))
-  y, dx, dk = _value_and_grads(fast, x, kernel)
+  with settings.override(conv_impl="fast"):
+    y, dx, dk = _value_and_grads(fast, x, kernel)
   y_ref, dx_ref, dk_ref = _value_and_grads(ref, x, kernel)
   assert y.shape == y_ref.shape and dx.shape == x.shape and dk.shape == kernel.shape
   np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32), atol=atol, rtol=0)
@@ -46,9 +47,9 @@ PADDINGS = ["SAME", "VALID", ((0, 1), (0, 1)), ((1, 1), (1, 1)), ((2, 0), (1, 3)
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", PADDINGS, ids=str)
 @pytest.mark.parametrize("hw", [(7, 7), (6, 9)], ids=str)  # odd, even x odd non-square
-def test_fast_depthwise_matches_lax(hw, padding, stride, k, monkeypatch):
+def test_fast_depthwise_matches_lax(hw, padding, stride, k):
   x, kernel = _data(2, *hw, 4, k)
-  _compare(x, kernel, (stride, stride), padding, monkeypatch)
+  _compare(x, kernel, (stride, stride), padding)
 
 
 def test_batch_chunking_matches_lax(monkeypatch):
@@ -56,12 +57,12 @@ def test_batch_chunking_matches_lax(monkeypatch):
   monkeypatch.setattr(depthwise, "_chunk_size", lambda x: 2)
   x, kernel = _data(6, 9, 8, 16, 3, seed=2)
   for stride in (1, 2):
-    _compare(x, kernel, (stride, stride), ((0, 1), (0, 1)) if stride == 2 else "SAME", monkeypatch)
+    _compare(x, kernel, (stride, stride), ((0, 1), (0, 1)) if stride == 2 else "SAME")
 
 
-def test_bfloat16(monkeypatch):
+def test_bfloat16():
   x, kernel = _data(2, 9, 8, 8, 3, dtype=jnp.bfloat16)
-  _compare(x, kernel, (2, 2), "SAME", monkeypatch, atol=0.1, k_rtol=1e-2)
+  _compare(x, kernel, (2, 2), "SAME", atol=0.1, k_rtol=1e-2)
 
 
 def _count_grouped_convs(fn, *args):
@@ -69,25 +70,43 @@ def _count_grouped_convs(fn, *args):
   return hlo.count("stablehlo.convolution")
 
 
-def test_dispatch_and_env_override(monkeypatch):
-  # The override is read at trace time, so each check traces a fresh function (jit caches traces).
+def test_dispatch_and_override():
   x, kernel = _data(1, 8, 8, 4, 3)
   depthwise = lambda x, k: conv.conv2d(x, k, (1, 1), "SAME", 4)
-  monkeypatch.delenv("JAXMED_CONV_IMPL", raising=False)
-  assert _count_grouped_convs(depthwise, x, kernel) == (0 if jax.default_backend() == "cpu" else 1)
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "lax")
-  assert _count_grouped_convs(depthwise, x, kernel) == 1
-  np.testing.assert_array_equal(depthwise(x, kernel), conv.conv_reference(x, kernel, (1, 1), "SAME", 4))
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
-  assert _count_grouped_convs(depthwise, x, kernel) == 0
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "bogus")
-  with pytest.raises(ValueError):
-    depthwise(x, kernel)
+  with settings.override(conv_impl="auto"):
+    assert _count_grouped_convs(depthwise, x, kernel) == (0 if jax.default_backend() == "cpu" else 1)
+  with settings.override(conv_impl="lax"):
+    assert _count_grouped_convs(depthwise, x, kernel) == 1
+    want = conv.conv_reference(x, kernel, (1, 1), "SAME", 4)
+    np.testing.assert_array_equal(depthwise(x, kernel), want)
+  with settings.override(conv_impl="fast"):
+    assert _count_grouped_convs(depthwise, x, kernel) == 0
+  with pytest.raises(ValueError, match="JAXMED_CONV_IMPL='bogus'.*auto, lax, fast"):
+    with settings.override(conv_impl="bogus"):
+      pass
+
+
+def test_one_jitted_function_follows_the_override():
+  # The switch is read while tracing: override clears jit's caches so the same jitted function
+  # is traced again under the new value instead of replaying the old kernels.
+  x, kernel = _data(1, 8, 8, 4, 3)
+  f = jax.jit(lambda x, k: conv.conv2d(x, k, (1, 1), "SAME", 4))
+  with settings.override(conv_impl="lax"):
+    assert f.lower(x, kernel).as_text().count("stablehlo.convolution") == 1
+    f(x, kernel)
+  with settings.override(conv_impl="fast"):
+    assert f.lower(x, kernel).as_text().count("stablehlo.convolution") == 0
+    np.testing.assert_allclose(f(x, kernel), conv.conv_reference(x, kernel, (1, 1), "SAME", 4),
+                               atol=ATOL)
 
 
 @pytest.mark.parametrize("impl", ["auto", "fast"])
-def test_dense_conv_routes_to_lax(impl, monkeypatch):
-  monkeypatch.setenv("JAXMED_CONV_IMPL", impl)
+def test_dense_conv_routes_to_lax(impl):
+  with settings.override(conv_impl=impl):
+    _check_dense_conv_routes_to_lax()
+
+
+def _check_dense_conv_routes_to_lax():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(2, 7, 6, 4)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
@@ -97,14 +116,13 @@ def test_dense_conv_routes_to_lax(impl, monkeypatch):
     assert _count_grouped_convs(lambda x, k: conv.conv2d(x, k, strides, padding), x, kernel) == 1
 
 
-def _compare_dense(x, kernel, strides, padding, monkeypatch):
+def _compare_dense(x, kernel, strides, padding):
   # Full float32 products: on GPUs the default precision (TF32) alone differs by ~1e-3.
-  with jax.default_matmul_precision("highest"):
-    _compare_dense_at_current_precision(x, kernel, strides, padding, monkeypatch)
+  with jax.default_matmul_precision("highest"), settings.override(conv_impl="fast"):
+    _compare_dense_at_current_precision(x, kernel, strides, padding)
 
 
-def _compare_dense_at_current_precision(x, kernel, strides, padding, monkeypatch):
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
+def _compare_dense_at_current_precision(x, kernel, strides, padding):
   fast = jax.jit(lambda x, k: conv.conv2d(x, k, strides, padding))
   ref = jax.jit(lambda x, k: conv.conv_reference(x, k, strides, padding))
   hlo = fast.lower(x, kernel).as_text()
@@ -121,15 +139,52 @@ def _compare_dense_at_current_precision(x, kernel, strides, padding, monkeypatch
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", ["SAME", "VALID", ((0, 0), (0, 0))], ids=str)
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9)], ids=str)
-def test_pointwise_gemm_matches_lax(hw, padding, stride, monkeypatch):
+def test_pointwise_gemm_matches_lax(hw, padding, stride):
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(3, *hw, 6)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(1, 1, 6, 5)), jnp.float32)
-  _compare_dense(x, kernel, (stride, stride), padding, monkeypatch)
+  _compare_dense(x, kernel, (stride, stride), padding)
 
 
-def test_dense_convs_that_are_not_1x1_keep_lax(monkeypatch):
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
+def test_dense_convs_that_are_not_1x1_keep_lax():
   x = jnp.ones((1, 8, 8, 4))
-  for kernel, padding in ((jnp.ones((3, 3, 4, 2)), "SAME"), (jnp.ones((1, 1, 4, 2)), ((1, 1), (1, 1)))):
-    assert _count_grouped_convs(lambda x, k: conv.conv2d(x, k, (1, 1), padding), x, kernel) == 1
+  cases = ((jnp.ones((3, 3, 4, 2)), "SAME"), (jnp.ones((1, 1, 4, 2)), ((1, 1), (1, 1))))
+  with settings.override(conv_impl="fast"):
+    for kernel, padding in cases:
+      assert _count_grouped_convs(lambda x, k: conv.conv2d(x, k, (1, 1), padding), x, kernel) == 1
+
+
+def _imports(module: str) -> set[str]:
+  """The jaxmed.ops modules `module` imports, at any depth of its code (function bodies too)."""
+  import ast
+  import importlib.util
+  tree = ast.parse(open(importlib.util.find_spec(module).origin).read())
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module == "jaxmed.ops":
+      found |= {f"jaxmed.ops.{a.name}" for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxmed.ops."):
+      found.add(node.module)
+    elif isinstance(node, ast.Import):
+      found |= {a.name for a in node.names if a.name.startswith("jaxmed.ops.")}
+  return found
+
+
+def test_ops_imports_form_a_dag():
+  import pkgutil
+  import jaxmed.ops
+  modules = [f"jaxmed.ops.{m.name}" for m in pkgutil.iter_modules(jaxmed.ops.__path__)]
+  edges = {m: _imports(m) for m in modules}
+  done, active = set(), []
+
+  def visit(m):
+    assert m not in active, f"import cycle: {' -> '.join(active[active.index(m):] + [m])}"
+    if m not in done:
+      active.append(m)
+      for n in edges.get(m, ()):
+        visit(n)
+      active.pop()
+      done.add(m)
+
+  for m in modules:
+    visit(m)

@@ -39,7 +39,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(workdir):
-  from jaxmed import evaluate
+  import jaxmed.evaluate as evaluate
   assert evaluate.main(["--workdir", str(workdir)]) == 0
   return json.loads((workdir / "eval" / "test.json").read_text())
 
@@ -71,7 +71,7 @@ def test_metrics_equal_sklearn_on_the_same_predictions(evaluated):
 
 
 def test_predictions_are_the_models_and_match_training_summary(workdir, evaluated):
-  from jaxmed import evaluate
+  import jaxmed.evaluate as evaluate
   from jaxmed.evaluation.trained_run import load_run
   run = load_run(workdir)
   split = load_split(run)
@@ -97,7 +97,7 @@ def test_bootstrap_ci_covers_the_point_estimate(evaluated):
 
 
 def test_tta_views_are_deterministic_flips_and_shifts(workdir):
-  from jaxmed import evaluate
+  import jaxmed.evaluate as evaluate
   from jaxmed.evaluation.trained_run import load_run
   images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
   views = predictions.tta_views(images, 8)
@@ -114,7 +114,7 @@ def test_tta_views_are_deterministic_flips_and_shifts(workdir):
 
 
 def test_other_dataset_is_mapped_by_class_name(workdir, tmp_path, capsys):
-  from jaxmed import evaluate
+  import jaxmed.evaluate as evaluate
   other = write_label_tree(tmp_path / "other", {"x": {"c": 3, "a": 2}}, size=20)  # class folders only
   assert evaluate.main(["--workdir", str(workdir), "--data", str(other / "x"), "--name", "ext"]) == 0
   result = json.loads((workdir / "eval" / "ext.json").read_text())

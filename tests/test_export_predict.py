@@ -34,7 +34,7 @@ def bundle(workdir, tmp_path_factory):
 
 
 def test_bundle_predicts_what_the_workdir_predicts(workdir, bundle, test_images):
-  from jaxmed import predict
+  import jaxmed.predict as predict
   from jaxmed.evaluation.bundle import load_bundle, read_header
   header, _ = read_header(bundle)
   assert header["classes"] == ["a", "b", "c"] and header["image_size"] == 32
@@ -47,7 +47,7 @@ def test_bundle_predicts_what_the_workdir_predicts(workdir, bundle, test_images)
     assert a["path"] == b["path"] and a["predicted"] == b["predicted"]
     assert np.allclose(list(a["probs"].values()), list(b["probs"].values()), atol=1e-6)
   # ... and those are the evaluation's predictions for the same files
-  from jaxmed import evaluate
+  import jaxmed.evaluate as evaluate
   from jaxmed.evaluation.trained_run import load_run
   run = load_run(workdir)
   split = load_split(run)
@@ -78,7 +78,7 @@ def test_damaged_or_foreign_bundles_are_refused(bundle, tmp_path):
 
 
 def test_predict_reports_bad_files_and_goes_on(bundle, test_images, tmp_path, capsys):
-  from jaxmed import predict
+  import jaxmed.predict as predict
   (tmp_path / "junk.png").write_text("not an image")
   (tmp_path / "empty.jpg").write_bytes(b"")
   archive = tmp_path / "two.zip"

@@ -47,3 +47,13 @@ def test_ties_send_the_gradient_to_the_first_tap_as_reduce_window_does():
     ours = jax.grad(lambda x: max_pool(x, window, strides, padding).sum())(x)
     ref = jax.grad(lambda x: nn.max_pool(x, window, strides, padding).sum())(x)
     np.testing.assert_array_equal(ours, ref)
+
+
+def test_conv_impl_setting_picks_the_kernel():
+  from jaxmed.runtime import settings
+  x = distinct_values((1, 9, 9, 2))
+  hlo = lambda: jax.jit(lambda x: max_pool(x, (3, 3), (2, 2), "SAME")).lower(x).as_text()
+  with settings.override(conv_impl="lax"):
+    assert "reduce_window" in hlo()
+  with settings.override(conv_impl="fast"):
+    assert "reduce_window" not in hlo()

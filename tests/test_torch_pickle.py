@@ -133,8 +133,8 @@ def test_rejects_files_that_are_not_checkpoints(tmp_path):
 
 def _torchvision_mobilenet_v2() -> Path | None:
   candidates = [os.environ.get("JAXMED_TEST_TV_MOBILENET_V2")]
-  cache = Path(os.environ.get("JAXMED_CACHE_DIR", Path.home() / ".cache" / "jaxmed"))
-  candidates.append(cache / "weights" / "mobilenet_v2-b0353104.pth")
+  from jaxmed.runtime.paths import cache_dir  # $JAXMED_CACHE, as jaxmed itself reads it
+  candidates.append(cache_dir() / "weights" / "mobilenet_v2-b0353104.pth")
   return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxmed.ops import conv, winograd
+from jaxmed.runtime import settings
 
 PADDINGS = [((1, 1), (1, 1)), ((0, 0), (0, 0)), ((2, 0), (1, 3)), ((0, 1), (1, 0))]
 
@@ -65,8 +66,15 @@ def _has_convolution(fn, *args):
   return "stablehlo.convolution" in jax.jit(fn).lower(*args).as_text()
 
 
-def test_conv2d_routes_wide_3x3_stride1_to_winograd(monkeypatch):
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "fast")
+def test_conv2d_routes_wide_3x3_stride1_to_winograd():
+  with settings.override(conv_impl="fast"):
+    _check_routing()
+  with settings.override(conv_impl="lax"):
+    wide = _data(1, 6, 5, conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_CHANNELS)
+    assert _has_convolution(lambda x, k: conv.conv2d(x, k, (1, 1), "SAME"), *wide)
+
+
+def _check_routing():
   wide = _data(1, 6, 5, conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_CHANNELS)
   narrow = _data(1, 6, 5, conv.WINOGRAD_MIN_CHANNELS, conv.WINOGRAD_MIN_CHANNELS - 1)
   for padding in ("SAME", "VALID", ((1, 1), (1, 1))):
@@ -82,5 +90,3 @@ def test_conv2d_routes_wide_3x3_stride1_to_winograd(monkeypatch):
   x, k = wide
   bf16 = lambda x, k: conv.conv2d(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), (1, 1), "SAME")
   assert _has_convolution(bf16, x, k)  # bfloat16: lax
-  monkeypatch.setenv("JAXMED_CONV_IMPL", "lax")
-  assert _has_convolution(lambda x, k: conv.conv2d(x, k, (1, 1), "SAME"), *wide)

@@ -42,11 +42,6 @@ def model_record(config_model, preprocessing: str) -> dict:
           "preprocessing": preprocessing}
 
 
-def jaxmed_version() -> str:
-  from jaxmed import __version__
-  return __version__
-
-
 def bundle_bytes(run, source: str = "") -> bytes:
   """The bundle of a LoadedRun as bytes."""
   import jax
@@ -55,7 +50,7 @@ def bundle_bytes(run, source: str = "") -> bytes:
   from jaxmed.runtime import run_info
   variables = jax.tree.map(np.asarray, {"params": run.variables["params"],
                                         "batch_stats": run.variables.get("batch_stats", {})})
-  header = {"format": "jaxmed-bundle", "version": FORMAT_VERSION, "jaxmed": jaxmed_version(),
+  header = {"format": "jaxmed-bundle", "version": FORMAT_VERSION, "jaxmed": run_info.JAXMED_VERSION,
             "model": model_record(run.config.model, run.model.preprocessing),
             "image_size": int(run.image_size), "classes": list(run.classes),
             "params_sha256": run_info.params_sha256(variables), "source": source}

@@ -1,7 +1,5 @@
 """Backbone + head, with the input normalisation of the backbone's weights built in."""
 
-from typing import Any
-
 import flax.linen as nn
 
 from jaxmed.models.head import Head
@@ -20,7 +18,6 @@ class Classifier(nn.Module):
   head: Head
   preprocessing: str
   num_stages: int
-  dtype: Any = None
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, trainable_from: int = 0, bn_train: bool = True):

@@ -5,28 +5,15 @@ depthwise ones (feature_group_count == C). `padding` is 'SAME', 'VALID' or expli
 ((top, bottom), (left, right)) pairs, which Keras' ZeroPadding2D and torchvision's symmetric
 padding both reduce to.
 
-Set JAXMED_CONV_IMPL=lax or =fast to force a kernel (read at trace time); default is automatic.
+Set JAXMED_CONV_IMPL=lax or =fast to force a kernel (read once per process: runtime/settings.py;
+tests use settings.override); default is automatic.
 """
 
-import os
-from typing import Sequence, Union
-
 import jax
-from jax import lax
 
 from jaxmed.ops import depthwise, pointwise, winograd
-
-Padding = Union[str, Sequence[tuple[int, int]]]
-
-
-def conv_reference(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_count=1):
-  """`lax.conv_general_dilated` in NHWC/HWIO: the ground truth every fast path is tested against."""
-  if feature_group_count > 1:
-    kh, kw, c, m = kernel.shape
-    kernel = kernel.reshape(kh, kw, 1, c * m)
-  return lax.conv_general_dilated(
-      x, kernel, window_strides=tuple(strides), padding=padding,
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=feature_group_count)
+# Re-exported: models, tests and benchmarks import these from conv.
+from jaxmed.ops.base import Padding, conv_impl, conv_reference, cpu_fast_paths  # noqa: F401
 
 
 def _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
@@ -79,20 +66,6 @@ def _winograd_ok(x, kernel, strides, padding, feature_group_count):
   return all(winograd.output_size(n, p) > 0 for n, p in zip(x.shape[1:3], pads))
 
 
-def conv_impl() -> str:
-  """JAXMED_CONV_IMPL (auto | lax | fast), checked; read at trace time by conv2d and max_pool."""
-  impl = os.environ.get("JAXMED_CONV_IMPL", "auto").lower()
-  if impl not in ("auto", "lax", "fast"):
-    raise ValueError(f"JAXMED_CONV_IMPL must be auto, lax or fast, got {impl!r}")
-  return impl
-
-
-def cpu_fast_paths() -> bool:
-  """True where the CPU fast paths apply: forced (fast), or auto on the CPU backend."""
-  impl = conv_impl()
-  return impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
-
-
 def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_count=1):
   """Convolution used by all models; picks the fastest correct kernel for the current backend.
 
@@ -102,7 +75,6 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax); other dense convs use lax (its
   XLA CPU kernels beat shifted-GEMM and im2col). GPU and TPU keep lax everywhere.
   """
-  impl = conv_impl()
   strides = tuple(strides)
   on_cpu = cpu_fast_paths()
   if on_cpu and _pointwise_ok(x, kernel, strides, padding, feature_group_count):
@@ -113,8 +85,7 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   # Depthwise: single device only. The op alone matches lax under 4-device batch sharding
   # (tests/test_conv_sharded.py), but inside a sharded MobileNetV2 step its kernel gradient once
   # came out wrong (max error 0.47 vs 1e-3 for lax); until that is understood, sharded runs keep lax.
-  use_fast = impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu"
-                                and jax.device_count() == 1)
+  use_fast = on_cpu and (conv_impl() == "fast" or jax.device_count() == 1)
   if use_fast and _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
     pads = depthwise.resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides[0])
     return depthwise.depthwise_conv(x, kernel, strides[0], pads)

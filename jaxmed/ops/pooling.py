@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmed.ops.conv import cpu_fast_paths
+from jaxmed.ops.base import cpu_fast_paths
 from jaxmed.ops.depthwise import resolve_padding
 
 

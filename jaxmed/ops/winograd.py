@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxmed.ops.base import conv_reference
+
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
@@ -78,7 +80,6 @@ def _fwd(x, kernel, padding):
 
 
 def _bwd(padding, res, g):
-  from jaxmed.ops.conv import conv_reference  # conv.py imports this module
   x, kernel = res
   _, vjp = jax.vjp(lambda x, k: conv_reference(x, k, (1, 1), padding), x, kernel)
   return vjp(g)

@@ -13,10 +13,6 @@ class StopRequest:
   def __bool__(self):
     return self.signal is not None
 
-  @property
-  def exit_code(self) -> int:
-    return 128 + (self.signal or 0)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
-
 
 @contextlib.contextmanager
 def catch_stop_signals():

@@ -4,6 +4,8 @@ import os
 import platform
 import sys
 
+from jaxmed.runtime import settings
+
 # Measured on a 2-core AVX-512 EPYC (shared/CPU_CONV_NOTES.md): routing convolutions back to XLA's
 # own CPU kernels instead of YNNPACK was the fastest fp32 setting found (1x1 conv fb: 312 -> ~120 ms).
 _CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
@@ -20,7 +22,7 @@ _CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 _HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 _MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1",            # never give freed memory back
                      "MIMALLOC_ALLOW_LARGE_OS_PAGES": "1"}    # and ask for 2 MiB pages (madvise)
-ALLOCATORS = ("auto", "mimalloc", "glibc", "system")
+ALLOCATORS = settings.ALLOCATORS
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -28,9 +30,9 @@ def configure_xla_flags() -> None:
   """Adds jaxmed's CPU XLA flag unless the user opted out or already chose one.
 
   Set JAXMED_XLA_DEFAULTS=0 to leave XLA_FLAGS untouched. Has no effect once the JAX backend is up,
-  which is why `jaxmed/__init__.py` calls it on import.
+  which is why `jaxmed/__init__.py` calls it on import (which also fixes `settings.current()`).
   """
-  if os.environ.get("JAXMED_XLA_DEFAULTS", "1") == "0":
+  if not settings.current().xla_defaults:
     return
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_cpu_experimental_ynn_fusion_type" not in flags:
@@ -105,9 +107,8 @@ def allocator_environment(environ, thp_mode: str | None, libc: tuple[str, str],
   and keeping freed host memory only costs RAM (MobileNetV2 224 px on an H100: the same img/s,
   host peak 4.4 GB instead of 2.9). A user's own LD_PRELOAD of an allocator is respected.
   """
-  choice = environ.get("JAXMED_ALLOCATOR", "auto")
-  if choice not in ALLOCATORS:
-    raise ValueError(f"JAXMED_ALLOCATOR={choice!r}: expected one of {', '.join(ALLOCATORS)}")
+  # From `environ`, not settings.current(): this decides the environment of a process to come.
+  choice = settings.choice(environ, "allocator")
   if choice == "system":
     return None
   preload = environ.get("LD_PRELOAD", "")

@@ -7,23 +7,29 @@ import sys
 
 import numpy as np
 
+JAXMED_VERSION = "0.1.0"  # the package's version (pyproject.toml reads it from here)
+
 
 def versions() -> dict:
   import flax
   import jax
   import jaxlib
   import optax
-  return {"python": sys.version.split()[0], "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__}
+  return {"jaxmed": JAXMED_VERSION, "python": sys.version.split()[0], "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+          "numpy": np.__version__}
 
 
 def machine() -> dict:
+  """The host, its devices and allocator, and jaxmed's runtime switches (`settings`)."""
   import jax
+  from jaxmed.runtime import settings
   from jaxmed.runtime.platform import loaded_allocator, transparent_hugepage_mode
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
           "transparent_hugepages": transparent_hugepage_mode(),
-          "allocator": loaded_allocator(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+          "allocator": loaded_allocator(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+          "settings": settings.current().as_record()}
 
 
 def params_sha256(tree) -> str:
