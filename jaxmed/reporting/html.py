@@ -229,10 +229,11 @@ def gradcam_section(run, split, per_class: int) -> str:
 
 
 def write_html_report(workdir, gradcam_per_class: int = 2, max_errors: int = 24,
-                      splits: dict | None = None) -> Path:
+                      run=None, splits: dict | None = None) -> Path:
   """Evaluates the run's best checkpoint on its test split (val when there is none) and writes
-  DIR/report/index.html; returns its path. `splits`: the run's decoded splits when the caller
-  has them (the end of training), else they are loaded as training loaded them."""
+  DIR/report/index.html; returns its path. The end of training passes what it holds: `run`, a
+  LoadedRun with the evaluated parameters as host arrays (no checkpoint is read again, which with
+  several processes would wait for the others), and `splits`, the decoded splits."""
   import ml_collections
   from jaxmed.data.load import load_data
   from jaxmed.evaluation.evaluator import compute_metrics
@@ -243,7 +244,8 @@ def write_html_report(workdir, gradcam_per_class: int = 2, max_errors: int = 24,
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   history = [json.loads(line) for line in lines if line.strip()]
-  run = load_run(workdir, "best" if config.train.get("evaluate", "best") == "best" else "latest")
+  if run is None:
+    run = load_run(workdir, "best" if config.train.get("evaluate", "best") == "best" else "latest")
   if splits is None or any(s.images is None for s in splits.values()):  # None: streamed
     _, splits, _ = load_data(run.config)
   split_name = "test" if len(splits.get("test", [])) else "val"

@@ -98,17 +98,17 @@ def train_and_evaluate(config, workdir: Path) -> dict:
       state = Phase(job, name, index, position, rng, ckpt, log, stop, resume).run()
       params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
     ckpt.wait()
-    summary = evaluate_and_summarize(job, ckpt, params, batch_stats)
+    summary, evaluated = evaluate_and_summarize(job, ckpt, params, batch_stats)
   summary["timings"]["total_s"] = time.perf_counter() - t0
   if primary:
     write_json_atomic(workdir / "summary.json", summary)
-    write_reports(workdir, log.history, summary, job.splits)
+    write_reports(workdir, log.history, summary, job, evaluated)
   return summary
 
 
-def evaluate_and_summarize(job, ckpt, params, batch_stats) -> dict:
+def evaluate_and_summarize(job, ckpt, params, batch_stats) -> tuple[dict, dict]:
   """Test evaluation on the best checkpoint (Keras' ModelCheckpoint(save_best_only=True) habit)
-  or the last parameters, and the run's summary."""
+  or the last parameters; returns the run's summary and the evaluated variables."""
   config = job.config
   final_sha = run_info.params_sha256({"params": params, "batch_stats": batch_stats})
   eval_params, eval_stats = params, batch_stats
@@ -122,21 +122,27 @@ def evaluate_and_summarize(job, ckpt, params, batch_stats) -> dict:
   say(f"\n{'test' if 'test' in results else 'val'} set ({final['num_examples']} images, "
       f"{config.train.evaluate} checkpoint):\n" + metrics.format_table(final, job.classes))
   job.data_record["skipped_files"] += job.feed.unreadable  # found while streaming (stream path only)
-  return {
+  summary = {
       "classes": job.classes, **results, "data": job.data_record,
       "final_params_sha256": final_sha, "evaluated": config.train.evaluate,
       "best": {"metric": ckpt.metric, "value": ckpt.best_value},
       "timings": job.timings, "versions": run_info.versions(), "machine": run_info.machine(),
       "config": config.to_dict(),
   }
+  return summary, {"params": eval_params, "batch_stats": eval_stats}
 
 
-def write_reports(workdir: Path, history: list[dict], summary: dict, splits: dict):
-  """report/*.png and the self-contained report/index.html."""
+def write_reports(workdir: Path, history: list[dict], summary: dict, job, evaluated: dict):
+  """report/*.png and the self-contained report/index.html (from the primary process alone: the
+  evaluated parameters are copied to the host first, so nothing waits for the other processes)."""
+  from jaxmed.evaluation.trained_run import LoadedRun
   from jaxmed.reporting import html, plots
   split = "test" if "test" in summary else "val"
   plots.write_report(workdir, history, np.asarray(summary[split]["confusion_matrix"]),
                      summary["classes"])
   t0 = time.perf_counter()
-  path = html.write_html_report(workdir, splits=splits)
+  variables = jax.tree.map(  # replicated: every process holds the whole value
+      lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), evaluated)
+  run = LoadedRun(workdir, job.config, job.classes, job.model, variables, job.config.data.image_size)
+  path = html.write_html_report(workdir, run=run, splits=job.splits)
   say(f"report: {path} ({time.perf_counter() - t0:.1f} s)")
