@@ -15,20 +15,7 @@ import collections
 import re
 import sys
 
-from jaxmed.data import discover, manifest
-
-
-def make_rows(path: str, *, seed: int, val_fraction: float, remix=None, group_regex=None,
-              workers=None) -> tuple[list[str], list[dict], discover.Discovery]:
-  found = discover.discover(path)
-  root = found.root if found.kind == "folder" else ""
-  if remix:
-    rows = manifest.remix_rows(found.classes, found.splits, remix, seed=seed,
-                               group_regex=group_regex, root=root, workers=workers)
-  else:
-    rows = manifest.default_rows(found.classes, found.splits, seed=seed, val_fraction=val_fraction,
-                                 group_regex=group_regex, root=root, workers=workers)
-  return found.classes, rows, found
+from jaxmed.data import manifest
 
 
 def _parse_ratios(text: str) -> tuple[float, ...]:
@@ -72,9 +59,9 @@ def main(argv=None) -> int:
   parser.add_argument("--workers", type=int, default=None)
   args = parser.parse_args(argv)
   try:
-    classes, rows, found = make_rows(args.path, seed=args.seed, val_fraction=args.val_fraction,
-                                     remix=args.remix, group_regex=args.group_regex,
-                                     workers=args.workers)
+    classes, rows, found = manifest.make_rows(
+        args.path, seed=args.seed, val_fraction=args.val_fraction, remix=args.remix,
+        group_regex=args.group_regex, workers=args.workers)
     method = {"remix": args.remix, "group_regex": args.group_regex, "seed": args.seed,
               "val_fraction": None if args.remix else args.val_fraction}
     manifest.write(args.out, classes, rows, source=found.root, method=method, force=args.force)

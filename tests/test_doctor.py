@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn import metrics as skm
 
-from jaxmed import doctor
-from jaxmed.data import hashing
+from jaxmed.data import doctor, hashing
+from jaxmed.doctor import main as doctor_main  # not `from jaxmed import doctor`: the API function
+from jaxmed.evaluation import metrics
 
 
 def _smooth(rng, size=96):
@@ -76,17 +78,17 @@ def test_advice_strings(report):
 
 
 def test_json_output_keys(dataset, capsys):
-  assert doctor.main([str(dataset), "--json"]) == 0
+  assert doctor_main([str(dataset), "--json"]) == 0
   out = json.loads(capsys.readouterr().out)
   for key in ("splits", "duplicates", "unreadable", "ignored", "advice", "shift", "images"):
     assert key in out
   for key in ("within_split", "cross_split", "near_cross_split"):
     assert key in out["duplicates"]
   assert {"sha256", "files"} <= set(out["duplicates"]["cross_split"][0])
-  assert doctor.main([str(dataset)]) == 0
+  assert doctor_main([str(dataset)]) == 0
   table = capsys.readouterr().out
   assert "train" in table and "advice:" in table
-  assert doctor.main([str(dataset / "nope")]) == 2
+  assert doctor_main([str(dataset / "nope")]) == 2
 
 
 def test_shift_score_separates_different_acquisitions(tmp_path):
@@ -111,3 +113,16 @@ def test_phash_is_stable_and_discriminative():
   assert d[~np.eye(20, dtype=bool)].min() > 8  # unrelated pictures are far apart
   shrunk = hashing.phash(np.asarray(images[0].resize((50, 50)).convert("L").resize((32, 32))))
   assert bin(int(hashes[0]) ^ shrunk).count("1") <= 4
+
+
+def test_binary_auc_equals_sklearn_with_ties():
+  """The doctor's shift score and evaluation's one-vs-rest AUC share metrics.binary_auc."""
+  rng = np.random.default_rng(3)
+  scores = rng.integers(0, 6, 200).astype(float)  # 6 distinct values: ties everywhere
+  positive = rng.random(200) < 0.3 + 0.08 * scores
+  assert metrics.binary_auc(scores, positive) == pytest.approx(skm.roc_auc_score(positive, scores))
+  assert metrics.binary_auc(scores, positive.astype(float)) == metrics.binary_auc(scores, positive)
+  assert metrics.binary_auc([0.5, 0.5, 0.1, 0.9], [1, 0, 0, 1]) == pytest.approx(0.875)
+  assert metrics.binary_auc([0.2, 0.7], [True, True]) is None  # no negatives: undefined
+  with pytest.raises(ValueError):
+    metrics.binary_auc([0.2, 0.7], [0, 2])

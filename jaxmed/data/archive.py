@@ -8,7 +8,6 @@ members with absolute paths, `..` parts or links are refused and listed, never o
 """
 
 import functools
-import io
 import os
 import re
 import tarfile
@@ -170,6 +169,3 @@ def tfds_record(name: str, split: str):
     raise ValueError(f"tfds:{name}:{split}: cannot open ({type(e).__name__}: {e}); prepare it "
                      f"first with `tfds build {name}` (jaxmed never downloads)") from e
 
-
-def open_bytes(ref) -> io.BytesIO:
-  return io.BytesIO(read_bytes(ref))

@@ -1,7 +1,8 @@
 """Label-directory datasets: `ROOT/<split>/<class>/<image>`, the layout Kaggle datasets ship in.
 
-Discovery of other layouts (nested roots, archives, .npz, tfds) lives in `discover.py`; a file is
-named by a path or by a reference string `archive.zip::member` (see `archive.py`).
+Finding the files of any layout (nested roots, archives, .npz, tfds) lives in `layout.py`; this
+module decodes them. A file is named by a path or by a reference string `archive.zip::member`
+(see `archive.py`).
 
 Images are decoded once with Pillow, converted to RGB, resized and held in memory as uint8
 (small medical datasets fit; decoding is the slow part, so it runs on a thread pool: Pillow
@@ -9,26 +10,20 @@ releases the GIL while decoding and resizing).
 """
 
 import concurrent.futures
-import dataclasses
 import hashlib
 import io
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from jaxmed.data import archive
+from jaxmed.data import archive, layout
+# FileList and Split live in files.py, below discovery and decoding alike; they are imported
+# here too because callers know them as folder.FileList and folder.Split.
+from jaxmed.data.files import STANDARD_SPLITS, FileList, Split
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-# Folder names users' archives use for each split, matched case-insensitively.
-SPLIT_ALIASES = {
-    "train": ("train", "training"),
-    "val": ("val", "valid", "validation"),
-    "test": ("test", "testing"),
-}
 # Decompression-bomb guard: far above any medical image, far below what would exhaust memory.
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
 # open_image refuses anything above the limit per file, so Pillow's warning would only be noise.
@@ -37,53 +32,14 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class Split:
-  """One split held in memory: images (N, H, W, 3) uint8, labels (N,) int32, source paths,
-  and (when decoded with hashing) each file's content sha256. `images` is None for a split that
-  is streamed (decoded batch by batch while training, jaxmed/data/stream.py)."""
-  images: np.ndarray | None
-  labels: np.ndarray
-  paths: list[str]
-  sha256: list[str] | None = None
-
-  def __len__(self):
-    return len(self.labels)
-
-  def subset(self, index: np.ndarray) -> "Split":
-    sha = None if self.sha256 is None else [self.sha256[i] for i in index]
-    images = None if self.images is None else self.images[index]
-    return Split(images, self.labels[index], [self.paths[i] for i in index], sha)
-
-
-@dataclasses.dataclass
-class FileList:
-  """A split before decoding: the files (paths or archive reference strings), class indices."""
-  paths: list[Path | str]
-  labels: list[int]
-
-
-def find_split_dirs(root: Path) -> dict[str, Path]:
-  """Maps 'train'/'val'/'test' to the matching subfolders of `root` (case-insensitive aliases)."""
-  found = {}
-  children = {p.name.lower(): p for p in sorted(root.iterdir()) if p.is_dir()}
-  for split, aliases in SPLIT_ALIASES.items():
-    for alias in aliases:
-      if alias in children:
-        found[split] = children[alias]
-        break
-  return found
-
-
 def scan(root: str | os.PathLike) -> tuple[list[str], dict[str, FileList]]:
   """Finds splits and classes under `root`; returns (class names, {split: FileList}).
 
-  Any layout `discover.discover` accepts (label folders at any depth, archives, .npz). The class
+  Any layout `layout.discover` accepts (label folders at any depth, archives, .npz). The class
   list is the sorted union over splits, so a class missing from one split keeps its index.
   """
-  from jaxmed.data import discover  # discover builds on this module
-  found = discover.discover(root)
-  return found.classes, {s: found.splits[s] for s in discover.STANDARD_SPLITS if s in found.splits}
+  found = layout.discover(root)
+  return found.classes, {s: found.splits[s] for s in STANDARD_SPLITS if s in found.splits}
 
 
 def read_source(ref) -> bytes | np.ndarray:
@@ -130,14 +86,14 @@ def _decode(path, image_size: int, with_hash: bool) -> tuple[np.ndarray, str | N
     digest = content_sha256(data) if with_hash else None
     with open_image(data) as im:
       im.draft("RGB", (image_size, image_size))  # JPEG: decode at reduced scale when possible
-      im = _to_rgb(im)
+      im = to_rgb(im)
       im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
       return np.asarray(im, dtype=np.uint8), digest
   except DECODE_ERRORS as e:
     raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
   if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
     # 16-bit and float scans: stretch the full range to 8 bits instead of clipping at 255.
     a = np.asarray(im, dtype=np.float32)

@@ -65,7 +65,7 @@ def probe(ref) -> Probe:
     with folder.open_image(data) as im:
       out.width, out.height, out.mode = im.size[0], im.size[1], im.mode
       im.draft("RGB", (64, 64))
-      rgb = folder._to_rgb(im)
+      rgb = folder.to_rgb(im)
       rgb.load()
   except folder.DECODE_ERRORS as e:
     out.error = f"{type(e).__name__}: {e}"

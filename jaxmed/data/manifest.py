@@ -19,9 +19,9 @@ import re
 
 import numpy as np
 
-from jaxmed.data import archive, folder
+from jaxmed.data import archive, folder, layout
 from jaxmed.data import split as split_lib
-from jaxmed.data.folder import FileList
+from jaxmed.data.files import FileList
 
 VERSION = 1
 EXCLUDED = "excluded"
@@ -179,6 +179,21 @@ def remix_rows(classes, lists, ratios: tuple[float, ...], *, seed: int, group_re
            for i, note in sorted(excluded)]
   rows += [_row(classes, p, l, EXCLUDED, None, f"unreadable in {s}: {e}") for p, l, s, e in bad]
   return rows
+
+
+def make_rows(path: str, *, seed: int, val_fraction: float, remix=None, group_regex=None,
+              workers=None) -> tuple[list[str], list[dict], layout.Discovery]:
+  """Discovers `path` and returns (classes, manifest rows, what was found): the dataset's own
+  splits (`default_rows`), or every split merged and re-split at `remix` (`remix_rows`)."""
+  found = layout.discover(path)
+  root = found.root if found.kind == "folder" else ""
+  if remix:
+    rows = remix_rows(found.classes, found.splits, remix, seed=seed, group_regex=group_regex,
+                      root=root, workers=workers)
+  else:
+    rows = default_rows(found.classes, found.splits, seed=seed, val_fraction=val_fraction,
+                        group_regex=group_regex, root=root, workers=workers)
+  return found.classes, rows, found
 
 
 def relative_name(ref: str, root: str) -> str:

@@ -105,6 +105,28 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
   return ranks
 
 
+def binary_auc(scores, positive) -> float | None:
+  """ROC-AUC of `scores` for the examples marked `positive` (bool, or 0/1), as
+  sklearn.metrics.roc_auc_score(positive, scores): the Mann-Whitney U statistic
+  (sum of positive ranks - P(P+1)/2) / (P*N) with average ranks, so a tied positive/negative
+  pair counts a half. None when there are no positives or no negatives (AUC undefined).
+  """
+  scores = np.asarray(scores, dtype=float)
+  positive = np.asarray(positive)
+  if scores.ndim != 1 or scores.shape != positive.shape:
+    raise ValueError(f"scores {scores.shape} and positive {positive.shape} must be 1-D, same length")
+  if positive.dtype != bool:
+    if not np.all((positive == 0) | (positive == 1)):
+      raise ValueError("positive must be boolean or 0/1")
+    positive = positive == 1
+  n_pos = int(positive.sum())
+  n_neg = positive.size - n_pos
+  if n_pos == 0 or n_neg == 0:
+    return None
+  u = _average_ranks(scores)[positive].sum() - n_pos * (n_pos + 1) / 2.0
+  return float(u / (n_pos * n_neg))
+
+
 def one_vs_rest_auc(y_true, probs) -> dict:
   """Per-class one-vs-rest ROC-AUC and their macro mean.
 
@@ -119,17 +141,7 @@ def one_vs_rest_auc(y_true, probs) -> dict:
   y_true = _as_labels(y_true, probs.shape[1], "y_true")
   if y_true.shape[0] != probs.shape[0]:
     raise ValueError("y_true and probs differ in length")
-  per_class: list[float | None] = []
-  for c in range(probs.shape[1]):
-    pos = y_true == c
-    n_pos = int(pos.sum())
-    n_neg = pos.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-      per_class.append(None)
-      continue
-    ranks = _average_ranks(probs[:, c])
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    per_class.append(float(u / (n_pos * n_neg)))
+  per_class = [binary_auc(probs[:, c], y_true == c) for c in range(probs.shape[1])]
   defined = [a for a in per_class if a is not None]
   return {"per_class": per_class, "macro": float(np.mean(defined)) if defined else None}
 
