@@ -89,4 +89,22 @@ def label_tree(tmp_path) -> Path:
                                               "test": {"a": 4, "b": 4, "c": 4}})
 
 
+_RUN = {}
+
+
+def trained_workdir(tmp_path_factory) -> Path:
+  """One LeNet run on a 3-class label tree, trained once per test session (~30 s)."""
+  if "workdir" not in _RUN:
+    from jaxmed.training import loop
+    root = write_label_tree(tmp_path_factory.mktemp("eval_data"),
+                            {"train": {"a": 12, "b": 12, "c": 8}, "test": {"a": 4, "b": 4, "c": 4}},
+                            size=32)
+    config = small_config(root, arch="lenet")
+    config.augment = {"preset": "mri"}  # so the report's augmentation preview has something to show
+    workdir = tmp_path_factory.mktemp("eval_run")
+    loop.train_and_evaluate(config, workdir)
+    _RUN.update(workdir=workdir, data=root)
+  return _RUN["workdir"]
+
+
 os.environ.setdefault("KERAS_BACKEND", "jax")

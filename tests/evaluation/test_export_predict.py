@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from test_evaluate import trained_workdir
+from conftest import trained_workdir
 from jaxmed.data.load import load_split
 from jaxmed.evaluation import inference
 

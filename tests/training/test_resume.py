@@ -16,7 +16,7 @@ import pytest
 
 from conftest import write_label_tree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _command(root, workdir, *extra):

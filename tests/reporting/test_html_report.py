@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from test_evaluate import trained_workdir
+from conftest import trained_workdir
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -1,5 +1,5 @@
 """jaxmed.evaluate and jaxmed.compare on one tiny trained run (shared with the other tests of
-evaluate/predict/export/html_report through `trained_workdir`)."""
+evaluate/predict/export/html_report through conftest's `trained_workdir`)."""
 
 import json
 from pathlib import Path
@@ -8,30 +8,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from conftest import small_config, write_label_tree
+from conftest import small_config, trained_workdir, write_label_tree
 from jaxmed.data.load import load_split
 from jaxmed.evaluation import predictions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-_RUN = {}
-
-
-def trained_workdir(tmp_path_factory) -> Path:
-  """One LeNet run on a 3-class label tree, trained once per test session (~30 s)."""
-  if "workdir" not in _RUN:
-    from jaxmed.training import loop as train
-    root = write_label_tree(tmp_path_factory.mktemp("eval_data"),
-                            {"train": {"a": 12, "b": 12, "c": 8}, "test": {"a": 4, "b": 4, "c": 4}},
-                            size=32)
-    config = small_config(root, arch="lenet")
-    config.augment = {"preset": "mri"}  # so the report's augmentation preview has something to show
-    workdir = tmp_path_factory.mktemp("eval_run")
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))  # as train.main does
-    train.train_and_evaluate(config, workdir)
-    _RUN.update(workdir=workdir, data=root)
-  return _RUN["workdir"]
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   return trained_workdir(tmp_path_factory)

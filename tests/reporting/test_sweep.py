@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import write_label_tree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sweep_trains_each_backbone_and_writes_a_comparison(tmp_path):

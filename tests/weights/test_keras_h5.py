@@ -9,7 +9,7 @@ import pytest
 
 from jaxmed.weights.keras_h5 import load_keras_h5, save_keras_h5
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MOBILENET_V1_025 = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 MOBILENET_V1_025_SHA256 = "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"
 

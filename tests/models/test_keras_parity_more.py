@@ -26,7 +26,7 @@ if keras.backend.backend() != "jax":
   pytest.skip("Keras must run on the JAX backend", allow_module_level=True)
 
 ATOL = 1e-4
-REAL_MOBILENET = (Path(__file__).resolve().parents[1].parent / "shared" / "weights"
+REAL_MOBILENET = (Path(__file__).resolve().parents[2].parent / "shared" / "weights"
                   / "mobilenet_2_5_224_tf_no_top.h5")
 MAX_DIFFS = {}  # name -> max |diff|, printed by the last test (pytest -s) for the record
 
