@@ -7,9 +7,9 @@ The Python API is jaxmed/api.py; the command lines (`python -m jaxmed.train`, ..
 library. Importing jaxmed sets jaxmed's XLA flags before JAX starts its backend.
 """
 
-from jaxmed.runtime import platform as _platform
+from jaxmed.runtime import xla_flags as _xla_flags
 
-_platform.configure_xla_flags()
+_xla_flags.configure()
 
 from jaxmed.runtime.run_info import JAXMED_VERSION as __version__  # noqa: E402
 

@@ -159,13 +159,25 @@ def load_npz(path: str, mtime: float = 0.0, size: int = 0) -> dict[str, np.ndarr
     return {k: z[k] for k in z.files}
 
 
+def tensorflow_datasets(spec: str):
+  """The tensorflow_datasets module, an optional dependency (`pip install "jaxmed[tfds]"`)."""
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise ValueError(f"{spec} needs TensorFlow Datasets, which is not installed: "
+                     f'pip install "jaxmed[tfds]" (or pass a folder, archive or .npz)') from e
+  return tfds
+
+
 @functools.lru_cache(maxsize=8)
 def tfds_record(name: str, split: str):
   """A random-access tfds data source (already prepared on disk: never downloads)."""
-  import tensorflow_datasets as tfds
+  tfds = tensorflow_datasets(f"tfds:{name}")
   try:
     return tfds.data_source(name, split=split, download=False)
   except Exception as e:  # tfds raises assorted types for "not prepared"; say what to do
+    # data_source reads ArrayRecord files; `tfds build`'s default format, TFRecord, it cannot.
     raise ValueError(f"tfds:{name}:{split}: cannot open ({type(e).__name__}: {e}); prepare it "
-                     f"first with `tfds build {name}` (jaxmed never downloads)") from e
+                     f"first with `tfds build {name} --file_format=array_record` (jaxmed never "
+                     f"downloads)") from e
 

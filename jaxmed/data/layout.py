@@ -257,7 +257,7 @@ def discover_tfds(spec: str) -> Discovery:
   if split:
     wanted = {"train": split}
   else:
-    import tensorflow_datasets as tfds
+    tfds = archive.tensorflow_datasets(spec)
     try:
       info = tfds.builder(name).info
       names = list(info.splits.keys())

@@ -1,14 +1,11 @@
-"""Process-level choices made before JAX initialises: XLA flags and the host memory allocator."""
+"""The host memory allocator, chosen before JAX initialises (XLA flags: runtime/xla_flags.py)."""
 
 import os
 import platform
 import sys
 
 from jaxmed.runtime import settings
-
-# Measured on a 2-core AVX-512 EPYC (shared/CPU_CONV_NOTES.md): routing convolutions back to XLA's
-# own CPU kernels instead of YNNPACK was the fastest fp32 setting found (1x1 conv fb: 312 -> ~120 ms).
-_CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+from jaxmed.runtime.xla_flags import accelerator_plugin
 
 # XLA CPU mallocs every large buffer afresh for each step (there is no buffer pool on the host), and
 # glibc returns big blocks to the kernel at once. Two costs follow, both measured on this project's
@@ -24,19 +21,6 @@ _MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1",            # never give freed
                      "MIMALLOC_ALLOW_LARGE_OS_PAGES": "1"}    # and ask for 2 MiB pages (madvise)
 ALLOCATORS = settings.ALLOCATORS
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
-
-
-def configure_xla_flags() -> None:
-  """Adds jaxmed's CPU XLA flag unless the user opted out or already chose one.
-
-  Set JAXMED_XLA_DEFAULTS=0 to leave XLA_FLAGS untouched. Has no effect once the JAX backend is up,
-  which is why `jaxmed/__init__.py` calls it on import (which also fixes `settings.current()`).
-  """
-  if not settings.current().xla_defaults:
-    return
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_experimental_ynn_fusion_type" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " " + _CPU_CONV_FLAG).strip()
 
 
 def transparent_hugepage_mode(path: str = _THP_ENABLED) -> str | None:
@@ -83,16 +67,6 @@ def mimalloc_library() -> str | None:
       path = str(dist.locate_file(f))
       if os.path.isfile(path):
         return path
-  return None
-
-
-def accelerator_plugin() -> str | None:
-  """The installed JAX GPU/TPU plugin's distribution name, if any (read without importing JAX)."""
-  from importlib import metadata
-  for dist in metadata.distributions():
-    name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-    if name.startswith(("jax-cuda", "jax-rocm", "libtpu")):
-      return name
   return None
 
 

@@ -23,13 +23,13 @@ def versions() -> dict:
 def machine() -> dict:
   """The host, its devices and allocator, and jaxmed's runtime switches (`settings`)."""
   import jax
-  from jaxmed.runtime import settings
+  from jaxmed.runtime import settings, xla_flags
   from jaxmed.runtime.platform import loaded_allocator, transparent_hugepage_mode
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
           "transparent_hugepages": transparent_hugepage_mode(),
           "allocator": loaded_allocator(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-          "settings": settings.current().as_record()}
+          "settings": settings.current().as_record(), "xla_flags": xla_flags.record()}
 
 
 def params_sha256(tree) -> str:

@@ -89,10 +89,16 @@ def prepare_job(config) -> Job:
   if data_record["skipped_files"]:
     say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
   train_split = splits["train"]
-  batch_size = min(config.train.batch_size, len(train_split))
-  if batch_size % jax.device_count() or config.train.eval_batch_size % jax.device_count():
-    raise ValueError(f"train.batch_size {batch_size} and train.eval_batch_size must be multiples "
-                     f"of the {jax.device_count()} devices")
+  devices = jax.device_count()
+  if config.train.batch_size % devices or config.train.eval_batch_size % devices:
+    raise ValueError(f"train.batch_size {config.train.batch_size} and train.eval_batch_size "
+                     f"{config.train.eval_batch_size} must be multiples of the {devices} devices")
+  # A train split smaller than the batch trains on one batch of (nearly) all of it: a multiple of
+  # the device count, so it still splits evenly.
+  batch_size = min(config.train.batch_size, len(train_split) // devices * devices)
+  if batch_size == 0:
+    raise ValueError(f"the train split holds {len(train_split)} images, fewer than the {devices} "
+                     f"devices: one image per device at least")
   mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
   replicated = NamedSharding(mesh, P())
   # Resident: all splits on the device, batches gathered there. Stream: batches decoded by a

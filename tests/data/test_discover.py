@@ -2,6 +2,7 @@
 
 import io
 import os
+import sys
 import tarfile
 import zipfile
 
@@ -157,6 +158,28 @@ def test_tfds_data_source_mocked(monkeypatch):
     archive.tfds_record.cache_clear()
   assert classes == ["cat", "dog"] and record["counts"] == {"train": [4, 4], "val": [1, 1]}
   assert splits["train"].paths[0] == "tfds:fake_pets:train[0]"
+
+
+def test_tfds_without_tensorflow_datasets_says_how_to_install_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # `import` raises ImportError
+  archive.tfds_record.cache_clear()
+  with pytest.raises(ValueError, match=r'pip install "jaxmed\[tfds\]"'):
+    _load("tfds:fake_pets")
+
+
+def test_tfds_not_prepared_names_array_record(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  def not_prepared(name, split, download):
+    raise FileNotFoundError(f"{name} not found")
+
+  monkeypatch.setattr(tfds, "data_source", not_prepared)
+  archive.tfds_record.cache_clear()
+  try:
+    with pytest.raises(ValueError, match="--file_format=array_record"):
+      _load("tfds:fake_pets:train")
+  finally:
+    archive.tfds_record.cache_clear()
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
