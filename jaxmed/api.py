@@ -42,32 +42,34 @@ def _default_workdir(cfg) -> Path:
   return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def fit(cfg, workdir=None, *, subprocess: bool = False) -> Run:
+def fit(cfg, workdir=None, *, subprocess: bool = False, overwrite: bool = False) -> Run:
   """Trains `cfg` (a ConfigDict or a config spec) into `workdir` and returns the Run; with a
   checkpoint in `workdir` (a notebook that disconnected) it resumes. `subprocess=True` runs
   `python -m jaxmed.train` in a child process, streaming its output here: on a CPU that process
-  gets the fast allocator a running kernel cannot (see README, "On a CPU")."""
+  gets the fast allocator a running kernel cannot (see README, "On a CPU"). A workdir holding a
+  finished run or other files is refused unless `overwrite` (jaxmed's own files there are then
+  replaced)."""
   if isinstance(cfg, (str, os.PathLike)):
     cfg = config(str(cfg))
   workdir = Path(workdir) if workdir is not None else _default_workdir(cfg)
   if subprocess:
-    _fit_in_subprocess(cfg, workdir)
+    _fit_in_subprocess(cfg, workdir, overwrite)
     return Run.load(workdir)
   from absl import logging as absl_logging
   from jaxmed.training import loop
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-  workdir, _ = loop.fit(cfg, workdir, config_name=workdir.name)
+  workdir, _ = loop.fit(cfg, workdir, config_name=workdir.name, overwrite=overwrite)
   return Run.load(workdir)
 
 
-def _fit_in_subprocess(cfg, workdir: Path):
+def _fit_in_subprocess(cfg, workdir: Path, overwrite: bool):
   """`python -m jaxmed.train` on `cfg` (written as a config file beside the workdir)."""
   workdir.parent.mkdir(parents=True, exist_ok=True)
   config_file = workdir.parent / f".{workdir.name}.config.py"
   config_file.write_text("import ml_collections\n\n\ndef get_config():\n"
                          f"  return ml_collections.ConfigDict({cfg.to_dict()!r})\n")
   command = [sys.executable, "-u", "-m", "jaxmed.train", "--config", str(config_file),
-             "--workdir", str(workdir)]
+             "--workdir", str(workdir)] + (["--overwrite"] if overwrite else [])
   child = subprocess_lib.Popen(command, stdout=subprocess_lib.PIPE, stderr=subprocess_lib.STDOUT,
                                text=True, bufsize=1)
   try:

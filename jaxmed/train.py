@@ -16,6 +16,7 @@ import jaxmed.runtime.platform
 if __name__ == "__main__":  # before the heavy imports: the loader reads LD_PRELOAD at process start
   jaxmed.runtime.platform.restart_with_fast_allocator()
 
+import errno
 import sys
 
 from jaxmed.runtime import cli
@@ -25,6 +26,8 @@ def define_flags(values):
   from absl import flags
   flags.DEFINE_string("workdir", None, "Output folder; default runs/<config>-<timestamp>.",
                       flag_values=values)
+  flags.DEFINE_bool("overwrite", False, "Reuse a --workdir that holds other files or a finished "
+                    "run, replacing what an earlier run wrote there.", flag_values=values)
   flags.DEFINE_bool("distributed", False, "Join the other processes of a multi-host job "
                     "(jax.distributed.initialize; see jaxmed/runtime/distributed.py).",
                     flag_values=values)
@@ -40,8 +43,14 @@ def main(argv) -> int:
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   distributed.initialize(values.distributed)
   try:
-    workdir, summary = loop.fit(values.config, values.workdir,
+    workdir, summary = loop.fit(values.config, values.workdir, overwrite=values.overwrite,
                                 config_name=config_files.stem(cli.config_path(values)))
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+      raise
+    raise cli.UserError(f"cannot write {e.filename or values.workdir}: {e.strerror}; free some "
+                        f"space or pass another --workdir (the last checkpoint is intact: "
+                        f"checkpoints are written whole or not at all)") from e
   except loop.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -20,7 +20,10 @@ def dataset_spec(data_config) -> str:
 def list_data(config):
   """The dataset spec and the listing of its files (no image decoded yet)."""
   spec = dataset_spec(config.data)
-  return spec, discover.list_dataset(spec, config.data.get("manifest"))
+  manifest = config.data.get("manifest")
+  if manifest is not None and str(manifest).lower() in ("", "none"):  # 'None' from the command line
+    manifest = None
+  return spec, discover.list_dataset(spec, manifest)
 
 
 def load_data(config, listed=None, decode: bool = True) -> tuple[list[str], dict[str, folder.Split], dict]:
@@ -55,6 +58,8 @@ def load_split(run, data: str | None = None, split: str = "test") -> folder.Spli
       raise ValueError(f"the run's dataset has no {split!r} split (it has {', '.join(splits)})")
     return splits[split]
   found = discover.discover(data)
+  for line in found.warnings():
+    print(line, file=sys.stderr)
   unknown = [c for c in found.classes if c not in run.classes]
   if unknown:
     raise ValueError(f"{data}: classes {unknown} are not among the model's classes {run.classes}")

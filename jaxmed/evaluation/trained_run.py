@@ -40,9 +40,13 @@ def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:
   shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.uint8)),
                           jax.random.PRNGKey(0))
   like = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
-  ckpt = checkpoint.Checkpoints(workdir)
+  if not any((workdir / "checkpoints" / kind).is_dir() for kind in ("best", "latest")):
+    raise FileNotFoundError(f"{workdir}: no checkpoint (checkpoints/best or /latest); has this "
+                            f"run finished an epoch?")
+  ckpt = checkpoint.Checkpoints(workdir, read_only=True)  # creates nothing in the workdir
   manager = ckpt.best if which == "best" and ckpt.best.latest_step() is not None else ckpt.latest
   if manager.latest_step() is None:
+    ckpt.close()
     raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
   like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)
   if manager is ckpt.latest:  # the full train state: take its model part

@@ -21,14 +21,18 @@ def debug() -> bool:
 
 def command(main):
   """Decorates a command's `main(argv) -> int`: argv defaults to sys.argv[1:], and a UserError
-  (or a config or flag error) prints `error: <one line>` on stderr and returns 2."""
+  (or a config or flag error) prints `error: <one line>` on stderr and returns 2; with --debug
+  or JAXMED_DEBUG=1 it raises with its traceback instead. Anything else is a bug in jaxmed and
+  keeps its traceback."""
   @functools.wraps(main)
   def run(argv=None) -> int:
     from jaxmed.runtime.config_files import ConfigNotFound
+    argv = sys.argv[1:] if argv is None else list(argv)
+    show_traceback = debug() or "--debug" in argv  # every command takes --debug
     try:
-      return main(sys.argv[1:] if argv is None else list(argv)) or 0
+      return main([a for a in argv if a != "--debug"]) or 0
     except (UserError, ConfigNotFound, flags.Error) as e:
-      if debug():
+      if show_traceback:
         raise
       text = str(e).strip()
       print(f"error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
@@ -47,6 +51,7 @@ def parse_config_flags(argv: list[str], prog: str, define=None) -> flags.FlagVal
       argv[i + 1] = config_files.resolve(argv[i + 1])
     elif arg.startswith("--config="):
       argv[i] = "--config=" + config_files.resolve(arg.split("=", 1)[1])
+  check_override_keys(argv)
   argv = [prog] + argv
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "a shipped config's name or a config file",
@@ -58,6 +63,35 @@ def parse_config_flags(argv: list[str], prog: str, define=None) -> flags.FlagVal
     raise UserError(f"--config is required, e.g. {prog} --config demo "
                     f"(shipped: {', '.join(config_files.shipped())})")
   return values
+
+
+def _flat_keys(tree, prefix="") -> list[str]:
+  keys = []
+  for k, v in tree.items():
+    keys.append(prefix + k)
+    if isinstance(v, dict):
+      keys += _flat_keys(v, f"{prefix}{k}.")
+  return keys
+
+
+def check_override_keys(argv: list[str]):
+  """Every `--config.KEY=VALUE` names a field the config has (a typo would otherwise end an
+  AttributeError traceback); the message names the nearest field."""
+  import difflib
+  from jaxmed.runtime import config_files
+  spec = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None) or next(
+      (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  overrides = [a.split("=", 1)[0].removeprefix("--config.") for a in argv
+               if a.startswith("--config.")]
+  if not spec or not overrides:
+    return
+  keys = _flat_keys(config_files.load(spec).to_dict())
+  for key in overrides:
+    if key not in keys:
+      near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+      raise UserError(f"--config.{key}: the config has no field {key!r}"
+                      + (f"; did you mean --config.{near[0]}?" if near else
+                         f" (its sections: {', '.join(k for k in keys if '.' not in k)})"))
 
 
 def config_path(values: flags.FlagValues) -> str:

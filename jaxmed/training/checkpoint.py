@@ -17,12 +17,14 @@ def host_copy(tree):
   return jax.tree.map(lambda x: np.array(x, copy=True), tree)
 
 
-def _options(name: str) -> ocp.CheckpointManagerOptions:
+def _options(name: str, read_only: bool) -> ocp.CheckpointManagerOptions:
   # With several processes orbax names its barriers after the step directory; `best` and `latest`
   # save the same step at once and, without a prefix each, collide ('Barrier ... already ongoing').
-  return ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True,
-      multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+  barriers = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+  if read_only:  # evaluate/predict/export: create nothing in a workdir they only read
+    return ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                        multiprocessing_options=barriers)
+  return ocp.CheckpointManagerOptions(max_to_keep=1, create=True, multiprocessing_options=barriers)
 
 
 class Checkpoints:
@@ -33,12 +35,13 @@ class Checkpoints:
   phases, and evaluation and export need only the model.
   """
 
-  def __init__(self, workdir: str | Path, metric: str = "val_accuracy", mode: str = "max"):
+  def __init__(self, workdir: str | Path, metric: str = "val_accuracy", mode: str = "max",
+               read_only: bool = False):
     if mode not in ("max", "min"):
       raise ValueError(f"checkpoint mode must be 'max' or 'min', got {mode!r}")
     root = Path(workdir).absolute() / "checkpoints"
-    self.latest = ocp.CheckpointManager(root / "latest", options=_options("latest"))
-    self.best = ocp.CheckpointManager(root / "best", options=_options("best"))
+    self.latest = ocp.CheckpointManager(root / "latest", options=_options("latest", read_only))
+    self.best = ocp.CheckpointManager(root / "best", options=_options("best", read_only))
     self.metric, self.mode = metric, mode
     self.best_value = None
 

@@ -2,7 +2,9 @@
 initial parameters, class weights, augmentation and the compiled evaluation step."""
 
 import dataclasses
+import pickle
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,7 @@ from jaxmed.evaluation import summary
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
 from jaxmed.runtime import distributed
+from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.distributed import say
 from jaxmed.training import input_path, losses
 
@@ -69,7 +72,11 @@ def init_variables(model, config, image_size: int):
   head = jax.jit(lambda k: model.init(k, jnp.zeros(features.shape, features.dtype),
                                       method=Classifier.classify_features))(key)
   variables = {collection: {**tree, **head.get(collection, {})} for collection, tree in shapes.items()}
-  variables = pretrained.load_into(variables, config.model)
+  try:  # a missing, damaged, unsafe or mismatched weight file: the user's to fix
+    variables = pretrained.load_into(variables, config.model)
+  except (OSError, ValueError, pickle.UnpicklingError) as e:
+    named = str(config.model.weights) in str(e)  # most messages start with the file's path
+    raise UserError(str(e) if named else f"model.weights={config.model.weights}: {e}") from e
   leftover = [path for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
               if isinstance(leaf, jax.ShapeDtypeStruct)]
   assert not leftover, f"not initialised: {leftover[:5]}"
@@ -79,10 +86,18 @@ def init_variables(model, config, image_size: int):
 def prepare_job(config) -> Job:
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
   t0 = time.perf_counter()
-  listed = list_data(config)
-  choice = input_path.choose(config.data, listed[1].num_files)
-  say(f"input path: {choice['path']} ({choice['reason']})")
-  classes, splits, data_record = load_data(config, listed, decode=choice["path"] == "resident")
+  try:  # what goes wrong here is the data's (a missing folder, no train split): the user's to fix
+    listed = list_data(config)
+    choice = input_path.choose(config.data, listed[1].num_files)
+    say(f"input path: {choice['path']} ({choice['reason']})")
+    classes, splits, data_record = load_data(config, listed, decode=choice["path"] == "resident")
+  except (OSError, ValueError) as e:
+    named = str(Path(str(config.data.root)).expanduser()) in str(e)  # the path leads already
+    raise UserError(str(e) if named else f"data.root={config.data.root}: {e}") from e
+  if len(classes) < 2:
+    raise UserError(f"data.root={config.data.root}: found {len(classes)} class "
+                    f"({', '.join(classes) or 'none'}); a classifier needs at least 2 class "
+                    f"folders (ROOT/train/<class>/...)")
   data_record["input_path"] = choice
   for s, counts in data_record["counts"].items():
     say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))

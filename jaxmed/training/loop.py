@@ -13,12 +13,14 @@ import numpy as np
 from jaxmed.evaluation import metrics
 from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
+from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.interrupts import catch_stop_signals
 from jaxmed.training import checkpoint
+from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
 from jaxmed.training.phase import PHASES, Phase, Position, TrainingDiverged, TrainingStopped  # noqa: F401
-from jaxmed.training.workdir import (check_resumable, prepare_workdir, read_history,
-                                     write_json_atomic)
+from jaxmed.training.workdir import (clear_run_files, prepare_workdir, read_history,
+                                     undo_on_failure, write_json_atomic)
 
 
 class MetricsLog:
@@ -53,31 +55,41 @@ def enable_compilation_cache():
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def fit(config, workdir=None, *, config_name: str = "config") -> tuple[Path, dict]:
+def fit(config, workdir=None, *, config_name: str = "config",
+        overwrite: bool = False) -> tuple[Path, dict]:
   """Trains `config` into `workdir` (default runs/<config_name>-<time>), resuming what a
-  checkpoint there holds; returns the workdir and the summary (as summary.json)."""
-  workdir = prepare_workdir(workdir, config_name)
-  check_resumable(workdir, config)
+  checkpoint there holds; returns the workdir and the summary (as summary.json). The config and
+  the workdir are checked before anything is written (jaxmed.runtime.cli.UserError)."""
+  check_config(config)
+  workdir = prepare_workdir(workdir, config_name, config, overwrite)
   distributed.barrier("workdir checked")  # before process 0 rewrites config.json
   say(f"workdir: {workdir}   devices: {jax.devices()}")
-  return workdir, train_and_evaluate(config, workdir)
+  return workdir, train_and_evaluate(config, workdir, overwrite=overwrite)
 
 
-def train_and_evaluate(config, workdir: Path) -> dict:
+def train_and_evaluate(config, workdir: Path, overwrite: bool = False) -> dict:
   """Runs (or resumes) the whole job and returns the summary. Raises TrainingStopped after a stop
-  signal (checkpoint saved) and TrainingDiverged on a NaN/Inf loss (last checkpoint kept)."""
+  signal (checkpoint saved) and TrainingDiverged on a NaN/Inf loss (last checkpoint kept). The
+  data is loaded before the workdir is touched; a failure before the first checkpoint leaves the
+  workdir as it was."""
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   primary = distributed.is_primary()  # with several processes, process 0 writes the files
-  if primary:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   t0 = time.perf_counter()
   job = prepare_job(config)
-  if primary:
-    write_json_atomic(workdir / "classes.json", {"classes": job.classes})
-  with contextlib.ExitStack() as stack:
+  with undo_on_failure(workdir, primary), contextlib.ExitStack() as stack:
+    if primary:
+      try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+          clear_run_files(workdir)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        write_json_atomic(workdir / "classes.json", {"classes": job.classes})
+      except OSError as e:  # read-only, full, or not a folder
+        raise UserError(f"--workdir {workdir}: cannot write there ({e.strerror or e}); pass a "
+                        f"folder you can write to") from e
+    distributed.barrier("workdir written")
     ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
     stack.callback(ckpt.close)
     resume = ckpt.latest_meta()
@@ -99,6 +111,7 @@ def train_and_evaluate(config, workdir: Path) -> dict:
       params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
     ckpt.wait()
     summary, evaluated = evaluate_and_summarize(job, ckpt, params, batch_stats)
+    stack.close()  # checkpoints, metrics and TensorBoard files closed before the summary
   summary["timings"]["total_s"] = time.perf_counter() - t0
   if primary:
     write_json_atomic(workdir / "summary.json", summary)

@@ -9,7 +9,7 @@ import optax
 def class_weights(option, counts: np.ndarray) -> np.ndarray | None:
   """None, 'balanced' (sklearn's n / (K * count_c)) or an explicit list -> float32 (K,)."""
   counts = np.asarray(counts, np.float64)
-  if option in (None, "", "none"):
+  if option is None or str(option).lower() in ("", "none"):  # 'None' from the command line
     return None
   if option == "balanced":
     present = counts > 0

@@ -56,9 +56,8 @@ def check_complete(converted: dict, expected: dict, source: str) -> None:
   unexpected = sorted("/".join(k) for k in got if k not in want)
   wrong = sorted(f"{'/'.join(k)} {got[k].shape} != {want[k].shape}"
                  for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape))
-  if missing or unexpected or wrong:
-    parts = [f"{source}: weights do not fit the model"]
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
-      if items:
-        parts.append(f"{label} ({len(items)}): {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}")
-    raise ValueError("; ".join(parts))
+  if missing or unexpected or wrong:  # short: the usual cause is a file for another model
+    parts = [f"{label} {len(items)} (e.g. {items[0]})" for label, items in
+             (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+    raise ValueError(f"{source}: weights do not fit the model ({'; '.join(parts)}); is the file "
+                     f"for this model.arch and model.alpha?")

@@ -179,6 +179,8 @@ def _load_legacy(path: str):
 
     try:
       magic = header()
+    except UnsafeCheckpointError:
+      raise  # a refused global is the news, not "not a checkpoint"
     except Exception as error:
       raise ValueError(f"{path}: not a PyTorch checkpoint (neither zip nor legacy pickle)") from error
     if magic != _LEGACY_MAGIC:
