@@ -31,6 +31,8 @@ def main(argv=None) -> int:
                             val_fraction=args.val_fraction, workers=args.workers)
   except (FileNotFoundError, ValueError) as e:
     raise cli.UserError(str(e)) from e
+  for line in report["warnings"]:  # empty class folders, refused archive members
+    print(line, file=sys.stderr)
   print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else doctor.format_report(report))
   return 0
 

@@ -68,6 +68,8 @@ def main(argv=None) -> int:
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  for line in found.warnings():  # empty class folders, refused archive members
+    print(line, file=sys.stderr)
   if args.group_regex and not args.remix and "val" in found.splits:
     print("note: the dataset has its own val split, so --group-regex changed nothing (use --remix)")
   print(summary(classes, rows))

@@ -4,7 +4,8 @@ A file inside a container is named by a reference string `CONTAINER::MEMBER`, e.
 `/data/cells.zip::images/TRAIN/EOSINOPHIL/1.jpg` or `/data/breastmnist.npz::train_images[12]`,
 so one string flows from discovery through manifests to decoding. TensorFlow Datasets records
 are named `tfds:NAME:SPLIT[INDEX]` and read through `tfds.data_source` (no TensorFlow needed). Nothing is ever extracted:
-members with absolute paths, `..` parts or links are refused and listed, never opened.
+members with absolute paths, `..` parts or links, and oversized members (zip bombs), are refused
+and listed, never opened.
 """
 
 import functools
@@ -51,33 +52,66 @@ def unsafe_reason(name: str) -> str | None:
   return None
 
 
+# A member bigger than this is refused unread: far above any image the decoder accepts
+# (folder.py's pixel guard), and reading it whole could exhaust memory (a zip bomb).
+MAX_MEMBER_BYTES = 2 << 30
+MAX_RATIO = 1000  # above MAX_RATIO_FROM bytes, a zip member compressed this well is a bomb
+MAX_RATIO_FROM = 100 << 20
+
+
+def size_reason(size: int, packed: int | None = None) -> str | None:
+  """Why a member of `size` bytes (`packed` compressed, when known) must not be read."""
+  if size > MAX_MEMBER_BYTES:
+    return f"{size} bytes uncompressed (over {MAX_MEMBER_BYTES}; a zip bomb?)"
+  if packed is not None and size > MAX_RATIO_FROM and size > MAX_RATIO * max(packed, 1):
+    return f"compression ratio {size // max(packed, 1)}:1 (a zip bomb?)"
+  return None
+
+
 def list_members(path) -> tuple[list[str], list[tuple[str, str]]]:
   """Returns (regular-file member names that are safe to read, refused (reference, reason))."""
-  members, refused = [], []
-  for name, kind in _entries(str(path)):
-    if kind == "dir":
-      continue
-    reason = unsafe_reason(name) or (None if kind == "file" else f"{kind} member")
-    if reason:
-      refused.append((make_ref(path, name), f"refused: {reason}"))
-    else:
-      members.append(name)
+  members, _, refused = list_tree(path)
   return members, refused
 
 
+def list_tree(path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+  """(safe regular-file members, safe folder members, refused (reference, 'refused: why'))."""
+  members, dirs, refused = [], [], []
+  for name, kind, size, packed in _entries(str(path)):
+    reason = unsafe_reason(name) or (None if kind in ("file", "dir") else f"{kind} member")
+    reason = reason or (size_reason(size, packed) if kind == "file" else None)
+    if reason:
+      refused.append((make_ref(path, name), f"refused: {reason}"))
+    else:
+      (dirs if kind == "dir" else members).append(name)
+  return members, dirs, refused
+
+
+def refused_warning(container, refused: list[tuple[str, str]], limit: int = 5) -> str | None:
+  """One console line for the members of `container` that were refused, or None."""
+  if not refused:
+    return None
+  items = [f"{(split_ref(ref) or (ref, ref))[1]} ({why.removeprefix('refused: ')})"
+           for ref, why in refused[:limit]]
+  more = f", ... ({len(refused)} in all)" if len(refused) > limit else ""
+  return f"warning: refused {len(refused)} archive member(s) of {container}: {', '.join(items)}{more}"
+
+
 def _entries(path: str):
+  """(name, kind, uncompressed size, compressed size or None) for every member."""
   if path.lower().endswith(".zip"):
     with zipfile.ZipFile(path) as zf:
       for info in zf.infolist():
         # Unix mode bits in external_attr mark symlinks stored by `zip -y`.
         is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-        yield info.filename, "dir" if info.is_dir() else ("link" if is_link else "file")
+        kind = "dir" if info.is_dir() else ("link" if is_link else "file")
+        yield info.filename, kind, info.file_size, info.compress_size
   else:
     with tarfile.open(path) as tf:
       for info in tf:
         kind = ("dir" if info.isdir() else "file" if info.isfile() else
                 "link" if info.issym() or info.islnk() else "special")
-        yield info.name, kind
+        yield info.name, kind, info.size, None
 
 
 def read_bytes(ref) -> bytes:
@@ -95,7 +129,11 @@ def read_bytes(ref) -> bytes:
   try:
     if container.lower().endswith(".zip"):
       zf = _open_zip(container, *_stamp(container))
-      return zf.read(member)  # ZipFile serialises reads of its shared handle internally
+      info = zf.getinfo(member)
+      reason = size_reason(info.file_size, info.compress_size)
+      if reason:
+        raise ValueError(f"{ref}: refused archive member ({reason})")
+      return zf.read(info)  # ZipFile serialises reads of its shared handle internally
     data = _tar_contents(container, *_stamp(container)).get(member)
   except (KeyError, zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as e:
     raise ValueError(f"{ref}: cannot read archive member ({type(e).__name__}: {e})") from e
@@ -148,7 +186,7 @@ def _tar_contents(path: str, mtime: float, size: int) -> dict[str, bytes]:
   with _lock, tarfile.open(path) as tf:
     out = {}
     for info in tf:
-      if info.isfile() and not unsafe_reason(info.name):
+      if info.isfile() and not unsafe_reason(info.name) and not size_reason(info.size):
         out[info.name] = tf.extractfile(info).read()
     return out
 

@@ -5,7 +5,6 @@ What layouts are accepted and how they are found is `layout.py`; decoding is `fo
 """
 
 import dataclasses
-import logging
 import os
 
 import numpy as np
@@ -15,11 +14,10 @@ from jaxmed.data import manifest as manifest_lib
 from jaxmed.data import split as split_lib
 # Imported here too because callers know them as discover.discover, discover.walk, ...
 from jaxmed.data.files import STANDARD_SPLITS, FileList, is_clutter, is_image_name
-from jaxmed.data.layout import Discovery, discover, walk
+from jaxmed.data.layout import Discovery, discover, require_train, walk
 
 __all__ = ["Discovery", "FileList", "Listing", "STANDARD_SPLITS", "discover", "is_clutter",
            "is_image_name", "list_dataset", "load_dataset", "walk"]
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -46,8 +44,15 @@ def list_dataset(spec: str, manifest: str | None = None) -> Listing:
     lists = {s: lists[s] for s in STANDARD_SPLITS if s in lists}
     if "train" not in lists:
       raise ValueError(f"{manifest}: no rows with split 'train'")
+    # A manifest replays an exact file set: a file gone since it was written is an error, not a skip.
+    gone = [p for fl in lists.values() for p in fl.paths
+            if "::" not in str(p) and not os.path.exists(p)]  # archive members are checked on read
+    if gone:
+      raise ValueError(f"{manifest}: {len(gone)} listed file(s) no longer exist, e.g. {gone[0]}; "
+                       f"restore them, or write a new manifest with python -m jaxmed.split")
   else:
     found = discover(spec)
+    require_train(found, spec)
     classes = found.classes
     lists = {s: found.splits[s] for s in STANDARD_SPLITS if s in found.splits}
   if len(classes) < 2:
@@ -69,7 +74,9 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
   (Split.images is None; the streaming input path): files are then only read when hashes are
   needed, so a file that reads but does not decode stays in its split until it is streamed.
   """
-  if dedupe not in (None, "", "none", "cross_split"):
+  if dedupe is not None and str(dedupe).lower() in ("", "none"):  # 'None' from the command line
+    dedupe = None
+  if dedupe not in (None, "cross_split"):
     raise ValueError(f"dedupe must be None or 'cross_split', got {dedupe!r}")
   listing = listing or list_dataset(spec, manifest)
   classes, lists, expected, found = listing.classes, listing.lists, listing.expected, listing.found
@@ -86,8 +93,10 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
       want = dict(zip(map(str, files.paths), expected[name]))
       mismatched += [p for p, h in zip(splits[name].paths, splits[name].sha256)
                      if want.get(p) and want[p] != h]
-  if mismatched:
-    log.warning("%d files differ from the manifest's sha256, e.g. %s", len(mismatched), mismatched[0])
+  if mismatched:  # the same names, other content: not the split the manifest pinned
+    raise ValueError(f"{manifest}: {len(mismatched)} file(s) changed since the manifest was "
+                     f"written (sha256 differs), e.g. {mismatched[0]}; restore them, or write a "
+                     f"new manifest with python -m jaxmed.split")
   if "val" not in splits:  # carve a stratified validation split from train, as Keras' subset=
     keep, held = split_lib.stratified_split(splits["train"].labels, val_fraction, seed)
     splits["val"] = splits["train"].subset(held)
@@ -106,10 +115,12 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
       "counts": {s: np.bincount(v.labels, minlength=len(classes)).tolist() for s, v in splits.items()},
       "skipped_files": skipped,
       "ignored": found.ignored_messages() if found else [],
+      # One console line per kind that changes what is trained (empty class folders, refused
+      # archive members); the details stay in "ignored".
+      "warnings": found.warnings() if found else [],
       "extra_splits": {s: len(found.splits[s].paths) for s in found.extra_splits} if found else {},
       "dedupe": {"mode": dedupe or None, "dropped": dropped,
                  "num_dropped": sum(len(v) for v in dropped.values())},
-      "manifest_sha256_mismatches": mismatched,
   }
   if len(splits["train"]) == 0:
     raise ValueError(f"{spec}: no readable training images ({len(skipped)} files could not be decoded)")

@@ -1,10 +1,11 @@
 """The dataset doctor's analysis: what is in a dataset, what is wrong with it, what to do about it.
 
 `examine(spec)` returns one JSON-ready report: counts per split and class, imbalance, unreadable
-files, image sizes/modes/channels, exact duplicates (sha256) within and across splits with label
-conflicts, near duplicates across splits (pHash), classes missing from a split, a train/test
-shift score and plain advice; `format_report` renders it as text. The command line is
-`python -m jaxmed.doctor` (jaxmed/doctor.py).
+files, image sizes/modes/channels, files rotated by their EXIF tag (turned upright when loaded),
+exact duplicates (sha256) within and across splits with label conflicts, near duplicates across
+splits (pHash), classes missing from a split, a train/test shift score and plain advice;
+`format_report` renders it as text. The command line is `python -m jaxmed.doctor`
+(jaxmed/doctor.py).
 """
 
 import collections
@@ -42,19 +43,22 @@ def examine(spec: str, *, near_threshold: int = 4, val_fraction: float = 0.15, w
   report["unreadable_details"] = [f"{p.ref}: {p.error}" for p in probes if p.error]
   report["images"] = {s: _image_stats([p for p, si in zip(probes, splits_of) if si == s and p.error is None])
                       for s in found.splits}
+  oriented = [p.ref for p in probes if p.error is None and p.orientation != 1]
+  report["exif_orientation"] = {"rotated_or_flipped": len(oriented), "files": oriented}
   report["duplicates"] = _duplicates(probes, splits_of, labels_of, classes, near_threshold)
   report["missing_classes"] = {s: [c for c, n in counts.items() if n == 0]
                                for s, counts in report["splits"].items()
                                if any(n == 0 for n in counts.values())}
   other = "test" if "test" in found.splits else "val" if "val" in found.splits else None
   report["shift"] = None
-  if other:
+  if other and "train" in found.splits:
     a = [p for p, s in zip(probes, splits_of) if s == "train" and p.error is None]
     b = [p for p, s in zip(probes, splits_of) if s == other and p.error is None]
     auc = shift_auc(a, b)
     report["shift"] = {"between": ["train", other], "auc": auc, "n": [len(a), len(b)]}
   report["ignored"] = [path for path, _ in found.ignored]
   report["ignored_details"] = found.ignored_messages()
+  report["warnings"] = found.warnings()
   report["advice"] = advice(report, found, labels_of[ok & (splits_of == "train")], val_fraction)
   report["seconds"] = round(time.perf_counter() - start, 2)
   return report
@@ -162,6 +166,12 @@ def advice(report, found, train_labels, val_fraction) -> list[str]:
   classes, splits, dup = report["classes"], report["splits"], report["duplicates"]
   if len(classes) < 2:
     out.append(f"only one class ({', '.join(classes)}): training needs at least 2 class folders")
+  if "train" not in splits:
+    out.append(f"no train split (only {', '.join(splits)}): fine for `python -m jaxmed.evaluate "
+               f"--data`, but training needs ROOT/train/<class>/<image>")
+  if found.empty_classes:
+    out.append(f"{len(found.empty_classes)} empty class folder(s), e.g. {found.empty_classes[0]}: "
+               f"not a class until it holds images; fill or remove it")
   if report["unreadable"]:
     out.append(f"{len(report['unreadable'])} files cannot be decoded and will be skipped, e.g. "
                f"{report['unreadable_details'][0]}")
@@ -237,6 +247,8 @@ def format_report(r: dict) -> str:
                    + f", grayscale {st['grayscale_fraction']:.0%}, channel mean {st['channel_mean']}")
   d = r["duplicates"]
   lines += [f"unreadable files: {len(r['unreadable'])}"] + [f"  {x}" for x in r["unreadable_details"][:10]]
+  lines.append(f"EXIF orientation: {r['exif_orientation']['rotated_or_flipped']} files rotated or "
+               f"flipped by their EXIF tag (turned upright when loaded; nothing to fix)")
   lines.append(f"exact duplicates: {d['within_split']} groups within splits "
                f"({d['within_split_extra_copies']} extra copies), {len(d['cross_split'])} groups "
                f"across splits, {len(d['label_conflicts'])} with conflicting labels")

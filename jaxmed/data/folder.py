@@ -4,9 +4,11 @@ Finding the files of any layout (nested roots, archives, .npz, tfds) lives in `l
 module decodes them. A file is named by a path or by a reference string `archive.zip::member`
 (see `archive.py`).
 
-Images are decoded once with Pillow, converted to RGB, resized and held in memory as uint8
-(small medical datasets fit; decoding is the slow part, so it runs on a thread pool: Pillow
-releases the GIL while decoding and resizing).
+Images are decoded once with Pillow, turned upright (EXIF orientation), converted to RGB, resized
+and held in memory as uint8 (small medical datasets fit; decoding is the slow part, so it runs
+on a thread pool: Pillow releases the GIL while decoding and resizing). Every path that turns a
+file into pixels (training, streaming, evaluation, predict, the doctor) goes through
+`upright_rgb`, so they all see the same picture.
 """
 
 import concurrent.futures
@@ -17,7 +19,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from jaxmed.data import archive, layout
 # FileList and Split live in files.py, below discovery and decoding alike; they are imported
@@ -39,6 +41,7 @@ def scan(root: str | os.PathLike) -> tuple[list[str], dict[str, FileList]]:
   list is the sorted union over splits, so a class missing from one split keeps its index.
   """
   found = layout.discover(root)
+  layout.require_train(found, root)
   return found.classes, {s: found.splits[s] for s in STANDARD_SPLITS if s in found.splits}
 
 
@@ -85,12 +88,36 @@ def _decode(path, image_size: int, with_hash: bool) -> tuple[np.ndarray, str | N
     data = read_source(path)
     digest = content_sha256(data) if with_hash else None
     with open_image(data) as im:
-      im.draft("RGB", (image_size, image_size))  # JPEG: decode at reduced scale when possible
-      im = to_rgb(im)
+      im = upright_rgb(im, image_size)
       im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
       return np.asarray(im, dtype=np.uint8), digest
   except DECODE_ERRORS as e:
     raise ValueError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def orientation(im: Image.Image) -> int:
+  """The EXIF Orientation tag (2-8: the camera's rotation/flip; 1: stored upright). 1 when the
+  tag is absent or the EXIF block cannot be parsed: a damaged tag must not cost the image."""
+  try:
+    value = im.getexif().get(EXIF_ORIENTATION, 1)
+  except Exception:  # Pillow's EXIF parser raises assorted types on malformed blocks
+    return 1
+  return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_rgb(im: Image.Image, draft: int | None = None) -> Image.Image:
+  """The picture as it is meant to be seen, in RGB: a phone photo of a film carries its rotation
+  in EXIF (Orientation) instead of in its pixels, and fed as stored it would be sideways.
+  `draft`: decode a JPEG at reduced scale, no smaller than draft x draft, before anything else."""
+  if draft:
+    im.draft("RGB", (draft, draft))
+  im.load()  # a damaged file fails here (PNG's getexif would load it inside orientation's guard)
+  if orientation(im) != 1:
+    im = ImageOps.exif_transpose(im)
+  return to_rgb(im)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -50,6 +50,7 @@ class Probe:
   channel_mean: tuple = ()
   channel_std: tuple = ()
   is_gray: bool = False
+  orientation: int = 1  # EXIF Orientation; 2-8 were rotated/flipped upright when decoded
   phash: int = 0
   thumb: np.ndarray | None = None
 
@@ -64,9 +65,10 @@ def probe(ref) -> Probe:
     out.nbytes = data.nbytes if isinstance(data, np.ndarray) else len(data)
     with folder.open_image(data) as im:
       out.width, out.height, out.mode = im.size[0], im.size[1], im.mode
-      im.draft("RGB", (64, 64))
-      rgb = folder.to_rgb(im)
-      rgb.load()
+      rgb = folder.upright_rgb(im, 64)
+      out.orientation = folder.orientation(im)
+      if out.orientation >= 5:  # a quarter turn: the size as the model sees it
+        out.width, out.height = out.height, out.width
   except folder.DECODE_ERRORS as e:
     out.error = f"{type(e).__name__}: {e}"
     return out

@@ -2,9 +2,10 @@
 
 Accepted: label folders at any depth (`x/images/TRAIN/<class>/...` beside unrelated folders),
 split folders matched case-insensitively (train/training, val/valid/validation, test/testing),
-other folders with the same classes as extra splits (`TEST_SIMPLE`), a root of class folders
-only (one unsplit pool, used as train), `.zip`/`.tar(.gz)` archives read in place, MedMNIST
-`.npz` and `tfds:NAME[:SPLIT]`. Clutter (dotfiles, `__MACOSX`, CSV, notebooks, folders without
+other folders with the same classes as extra splits (`TEST_SIMPLE`), split folders without a
+train split (an external test set: evaluation reads it, training refuses it in one line), a
+root of class folders only (one unsplit pool, used as train), `.zip`/`.tar(.gz)` archives read
+in place, MedMNIST `.npz` and `tfds:NAME[:SPLIT]`. Clutter (dotfiles, `__MACOSX`, CSV, notebooks, folders without
 images) is ignored and listed, so the user sees what was left out.
 
 Only finds files; decoding is `folder.py`, and `discover.load_dataset` puts the two together.
@@ -37,9 +38,32 @@ class Discovery:
   extra_splits: list[str] = dataclasses.field(default_factory=list)
   ignored: list[tuple[str, str]] = dataclasses.field(default_factory=list)
   layout: str = ""  # human description, e.g. "split folders in images/"
+  # Of `ignored`, what a user must hear about on the console (the rest is clutter):
+  empty_classes: list[str] = dataclasses.field(default_factory=list)  # 'train/ghost', below root
+  refused: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # archive members
 
   def ignored_messages(self) -> list[str]:
     return [f"{path} ({reason})" for path, reason in self.ignored]
+
+  def warnings(self, limit: int = 5) -> list[str]:
+    """One console line per kind of thing left out that changes what is trained or evaluated:
+    empty class folders (a class the user meant to have) and refused archive members."""
+    out = []
+    if self.empty_classes:
+      more = f", ... ({len(self.empty_classes)} in all)" if len(self.empty_classes) > limit else ""
+      out.append(f"warning: skipped empty class folder(s): "
+                 f"{', '.join(self.empty_classes[:limit])}{more}")
+    refused = archive.refused_warning(self.root, self.refused, limit)
+    return out + ([refused] if refused else [])
+
+
+def require_train(found: Discovery, spec) -> None:
+  """Training needs a train split; a tree of test-like splits is only for evaluating."""
+  if "train" not in found.splits:
+    raise ValueError(
+        f"{spec} has splits {', '.join(found.splits)} but no train split: training needs "
+        f"ROOT/train/<class>/<image> (train/ or training/); to evaluate a trained run on it, "
+        f"use python -m jaxmed.evaluate --workdir W --data {spec}")
 
 
 def discover(spec: str | os.PathLike) -> Discovery:
@@ -53,17 +77,27 @@ def discover(spec: str | os.PathLike) -> Discovery:
   if path.lower().endswith(".npz"):
     return discover_npz(path)
   if archive.is_archive(path) and os.path.isfile(path):
-    try:
-      members, refused = archive.list_members(path)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
-      raise ValueError(f"{path}: cannot read the archive ({type(e).__name__}: {e})") from e
-    return _discover_tree(path, [(m, _parts(m)) for m in members], [], refused,
-                          lambda m: archive.make_ref(path, m), "archive")
+    return _discover_archive(path)
   if not os.path.isdir(path):
     raise ValueError(f"{path}: not a folder, archive (.zip, .tar, .tar.gz), .npz or tfds:NAME")
   files, dirs, ignored = walk(path)
   return _discover_tree(path, [(f, _parts(f)) for f in files], [_parts(d) for d in dirs], ignored,
                         lambda f: Path(path, f), "folder")
+
+
+def _discover_archive(path: str) -> Discovery:
+  try:
+    members, dirs, refused = archive.list_tree(path)
+  except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+    raise ValueError(f"{path}: cannot read the archive ({type(e).__name__}: {e})") from e
+  # Folders implied by members' paths too: few archivers store folder entries.
+  folders = ({p[:i] for p in map(_parts, members) for i in range(len(p))}
+             | {p[:i] for p in map(_parts, dirs) for i in range(len(p) + 1)})
+  folders = [f for f in folders if not any(is_clutter(x) for x in f)]
+  found = _discover_tree(path, [(m, _parts(m)) for m in members], sorted(folders), list(refused),
+                         lambda m: archive.make_ref(path, m), "archive")
+  found.refused = refused
+  return found
 
 
 def _parts(name: str) -> tuple[str, ...]:
@@ -111,7 +145,8 @@ def walk(root: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
 
 
 def _discover_tree(root: str, entries, dirs, ignored, to_ref, kind: str) -> Discovery:
-  """Finds the labelled part of a file tree given as (name, parts) pairs."""
+  """Finds the labelled part of a file tree given as (name, parts) pairs; `dirs` are its folders
+  as parts tuples (for reporting folders without images)."""
   images = {}
   for name, parts in entries:
     if not parts or any(is_clutter(p) for p in parts):
@@ -121,9 +156,6 @@ def _discover_tree(root: str, entries, dirs, ignored, to_ref, kind: str) -> Disc
     else:
       ignored.append((str(to_ref(name)), f"not an image ({os.path.splitext(parts[-1])[1] or 'no extension'})"))
   tree = _Tree(images)
-  for d in dirs:  # report the topmost folders without images (e.g. an empty class folder)
-    if d and d not in tree.count and d[:-1] in tree.count:
-      ignored.append((str(to_ref("/".join(d))) + "/", "folder with no images"))
   base, split_dirs, layout = _find_split_container(tree)
   if base is None:
     base = tree.descend_wrappers(())
@@ -148,8 +180,23 @@ def _discover_tree(root: str, entries, dirs, ignored, to_ref, kind: str) -> Disc
         labels.append(index[name])
         used.add(parts)
     lists[s] = FileList(paths, labels)
+  empty = _report_imageless(tree, dirs, set(split_dirs.values()), ignored, to_ref)
   ignored += _summarize_unused(tree, used, split_dirs, images, to_ref, root)
-  return Discovery(root, kind, classes, lists, extras, ignored, layout)
+  return Discovery(root, kind, classes, lists, extras, ignored, layout, empty_classes=empty)
+
+
+def _report_imageless(tree, dirs, split_dirs, ignored, to_ref) -> list[str]:
+  """Lists the topmost folders without images; returns those that sit where a class folder
+  would (in a split folder, or the pool): empty class folders, the ones a user must hear of."""
+  empty = []
+  for d in sorted(dirs):
+    if d and d not in tree.count and d[:-1] in tree.count:
+      is_class = d[:-1] in split_dirs
+      ignored.append((str(to_ref("/".join(d))) + "/",
+                      "empty class folder: no images" if is_class else "folder with no images"))
+      if is_class:
+        empty.append("/".join(d))
+  return empty
 
 
 class _Tree:
@@ -191,15 +238,17 @@ class _Tree:
 
 
 def _find_split_container(tree: _Tree):
-  """The shallowest folder (then the one with most images) holding a train-like split folder."""
-  candidates = []
+  """The shallowest folder (then the one with most images) holding a train-like split folder;
+  failing that, one holding any split folder (`images/TEST`, an external test set)."""
+  candidates = {"train": [], "any": []}
   for d in list(tree.count):
-    if d and split_name(d[-1]) == "train" and tree.subdirs(d):
+    if d and split_name(d[-1]) and tree.subdirs(d):
       parent = d[:-1]
-      candidates.append((len(parent), -tree.count[parent], parent))
-  if not candidates:
+      key = (len(parent), -tree.count[parent], parent)
+      candidates["train" if split_name(d[-1]) == "train" else "any"].append(key)
+  if not (candidates["train"] or candidates["any"]):
     return None, {}, ""
-  parent = min(candidates)[2]
+  parent = min(candidates["train"] or candidates["any"])[2]
   standard, extra = {}, {}
   for d in tree.subdirs(parent):
     s = split_name(d[-1])
@@ -207,7 +256,9 @@ def _find_split_container(tree: _Tree):
       standard[s] = d
     elif tree.subdirs(d):  # candidate extra split; kept only if its classes match
       extra.setdefault(d[-1].lower(), d)
-  return parent, {s: standard[s] for s in STANDARD_SPLITS if s in standard} | extra, f"split folders in {'/'.join(parent) or '.'}"
+  layout = f"split folders in {'/'.join(parent) or '.'}"
+  layout += "" if "train" in standard else " (no train split)"
+  return parent, {s: standard[s] for s in STANDARD_SPLITS if s in standard} | extra, layout
 
 
 def _summarize_unused(tree, used, split_dirs, images, to_ref, root):

@@ -186,6 +186,8 @@ def make_rows(path: str, *, seed: int, val_fraction: float, remix=None, group_re
   """Discovers `path` and returns (classes, manifest rows, what was found): the dataset's own
   splits (`default_rows`), or every split merged and re-split at `remix` (`remix_rows`)."""
   found = layout.discover(path)
+  if not remix:  # a remix merges every split, so a tree without train can still be re-split
+    layout.require_train(found, path)
   root = found.root if found.kind == "folder" else ""
   if remix:
     rows = remix_rows(found.classes, found.splits, remix, seed=seed, group_regex=group_regex,

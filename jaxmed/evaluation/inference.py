@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,11 @@ import numpy as np
 from jaxmed.data import archive, discover, folder
 
 
-def expand_inputs(paths) -> tuple[list[str], list[dict]]:
+def expand_inputs(paths) -> tuple[list[str], list[dict], list[str]]:
   """Image references (files, images below folders, image members of archives) in the given
-  order, and error records for inputs that do not exist or hold no images."""
-  refs, errors = [], []
+  order, error records for inputs that do not exist or hold no images, and one warning line
+  per archive whose unsafe members (zip-slip, absolute, links, bombs) were refused unread."""
+  refs, errors, warnings = [], [], []
   for p in map(str, paths):
     if os.path.isdir(p):
       files, _, _ = discover.walk(p)
@@ -25,10 +27,11 @@ def expand_inputs(paths) -> tuple[list[str], list[dict]]:
                and not any(discover.is_clutter(x) for x in f.split("/"))]
     elif archive.is_archive(p) and os.path.isfile(p):
       try:
-        members, _ = archive.list_members(p)
+        members, refused = archive.list_members(p)
       except Exception as e:  # a damaged archive is one bad input, not a crash
         errors.append({"path": p, "status": "error", "error": f"cannot read archive: {e}"})
         continue
+      warnings += filter(None, [archive.refused_warning(p, refused)])
       found = [archive.make_ref(p, m) for m in sorted(members) if discover.is_image_name(m)
                and not any(discover.is_clutter(x) for x in m.split("/"))]
     elif os.path.exists(p) or archive.split_ref(p):
@@ -39,7 +42,7 @@ def expand_inputs(paths) -> tuple[list[str], list[dict]]:
     if not found:
       errors.append({"path": p, "status": "error", "error": "no images found"})
     refs += found
-  return refs, errors
+  return refs, errors, warnings
 
 
 def load_predictor(workdir=None, bundle=None, checkpoint: str = "best"):
@@ -61,7 +64,9 @@ def _safe_name(ref: str) -> str:
 def predict_files(predictor, paths, batch_size: int = 32, gradcam_dir=None) -> list[dict]:
   """One record per input file, in order: {'path', 'status': 'ok', 'predicted', 'confidence',
   'probs': {class: p}} or {'path', 'status': 'error', 'error'}."""
-  refs, input_errors = expand_inputs(paths)
+  refs, input_errors, warnings = expand_inputs(paths)
+  for line in warnings:
+    print(line, file=sys.stderr)
   records, images, ok_refs = [], [], []
   for ref in refs:
     try:

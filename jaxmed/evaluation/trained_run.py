@@ -33,6 +33,9 @@ def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:
   config_path = workdir / "config.json"
   if not config_path.exists():
     raise FileNotFoundError(f"{workdir}: no config.json; is this a jaxmed workdir?")
+  if not any((workdir / "checkpoints" / kind).is_dir() for kind in ("best", "latest")):
+    raise FileNotFoundError(f"{workdir}: no checkpoint (checkpoints/best or /latest); has this "
+                            f"run finished an epoch?")
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
   classes = _classes(workdir)
   model = create_model(config.model, len(classes))
@@ -40,9 +43,6 @@ def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:
   shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.uint8)),
                           jax.random.PRNGKey(0))
   like = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
-  if not any((workdir / "checkpoints" / kind).is_dir() for kind in ("best", "latest")):
-    raise FileNotFoundError(f"{workdir}: no checkpoint (checkpoints/best or /latest); has this "
-                            f"run finished an epoch?")
   ckpt = checkpoint.Checkpoints(workdir, read_only=True)  # creates nothing in the workdir
   manager = ckpt.best if which == "best" and ckpt.best.latest_step() is not None else ckpt.latest
   if manager.latest_step() is None:

@@ -243,8 +243,8 @@ def _lookup(config, path: str):
 
 
 def _show(v) -> str:
-  text = repr(v)
-  return text if len(text) <= 60 else text[:57] + "..."
+  text = repr(v)  # long values keep their end: a path's file name is what tells
+  return text if len(text) <= 100 else "'..." + text[-96:]
 
 
 def _apply(config, rules, prefix: str = "") -> list[tuple[str, str]]:

@@ -103,6 +103,8 @@ def prepare_job(config) -> Job:
     say(f"{s:5s}: {sum(counts):5d} images  " + ", ".join(f"{c}={n}" for c, n in zip(classes, counts)))
   if data_record["skipped_files"]:
     say(f"skipped {len(data_record['skipped_files'])} unreadable files (see summary.json)")
+  for warning in data_record.get("warnings", []):  # empty class folders, refused archive members
+    say(warning)
   train_split = splits["train"]
   devices = jax.device_count()
   if config.train.batch_size % devices or config.train.eval_batch_size % devices:

@@ -29,8 +29,9 @@ def imagenet_labels() -> list[str]:
 
 def center_crop(path: str, size: int = 224) -> np.ndarray:
   """Resize the short side to size*256/224, center-crop: the ImageNet evaluation recipe."""
+  from jaxmed.data.folder import upright_rgb
   with Image.open(path) as im:
-    im = im.convert("RGB")
+    im = upright_rgb(im)  # EXIF orientation applied, as everywhere images are decoded
     scale = size * 256 / 224 / min(im.size)
     im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
     left, top = (im.width - size) // 2, (im.height - size) // 2

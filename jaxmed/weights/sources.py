@@ -142,9 +142,9 @@ def fetch(entry: WeightFile, timeout: float = 10.0) -> Path:
       tried.append(f"{name}: {type(e).__name__}: {e}")
     finally:
       tmp.unlink(missing_ok=True)
-  raise FileNotFoundError(
-      f"could not obtain {entry.filename}; tried:\n  - " + "\n  - ".join(tried) +
-      f"\nPut a verified copy at {target} or pass model.weights=/path/to/file.")
+  reasons = "; ".join(" ".join(t.split())[:160] for t in tried)  # one line: every source named
+  raise FileNotFoundError(f"could not obtain {entry.filename} (tried {reasons}); put a verified "
+                          f"copy at {target} or pass model.weights=/path/to/file")
 
 
 def _download(url: str, dest: Path, timeout: float):

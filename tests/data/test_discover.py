@@ -233,8 +233,10 @@ def test_dedupe_cross_split_drops_test_copies_of_train(tmp_path):
 
 def test_split_folders_without_train_are_not_mistaken_for_classes(tmp_path):
   write_label_tree(tmp_path, {"test": {"x": 2, "y": 2}, "val": {"x": 1, "y": 1}})
-  with pytest.raises(ValueError, match="train"):
-    discover.discover(tmp_path)
+  found = discover.discover(tmp_path)
+  assert found.classes == ["x", "y"] and list(found.splits) == ["val", "test"]
+  with pytest.raises(ValueError, match="has splits val, test but no train split"):
+    _load(tmp_path)
 
 
 def test_corrupt_archive_and_member_errors_are_clear(tmp_path):
