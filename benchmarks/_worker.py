@@ -25,14 +25,21 @@ KERAS_APPS = {"mobilenet": "MobileNet", "mobilenet_v2": "MobileNetV2", "resnet50
 
 
 def jaxmed_platform():
-  """jaxmed/runtime/platform.py loaded on its own: importing the `jaxmed` package would add jaxmed's XLA
-  flag to this process's environment, and Keras workers must keep XLA's defaults."""
-  import importlib.util
-  path = Path(__file__).resolve().parent.parent / "jaxmed" / "platform.py"
-  spec = importlib.util.spec_from_file_location("jaxmed_platform_only", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """jaxmed.runtime.platform (the allocator helpers). A process that has not imported jaxmed yet
+  (a Keras worker, the benchmark's parent) imports it with JAXMED_XLA_DEFAULTS=0, so jaxmed's XLA
+  flag never reaches Keras' XLA; the variable is restored at once, so child processes (jaxmed's
+  workers) still get jaxmed's defaults."""
+  if "jaxmed" not in sys.modules:
+    saved = os.environ.get("JAXMED_XLA_DEFAULTS")
+    os.environ["JAXMED_XLA_DEFAULTS"] = "0"
+    try:
+      import jaxmed.runtime.platform  # noqa: F401
+    finally:
+      if saved is None:
+        del os.environ["JAXMED_XLA_DEFAULTS"]
+      else:
+        os.environ["JAXMED_XLA_DEFAULTS"] = saved
+  return sys.modules["jaxmed.runtime.platform"]
 
 
 def _peak_rss_mb() -> float:

@@ -6,7 +6,11 @@
 Each variant patches, at trace time, what the models call: `before` = lax for 1x1 and 3x3
 convs and Flax's nn.BatchNorm followed by the activation; `pointwise` = 1x1 convs as GEMMs,
 Flax BatchNorm; `nowinograd` = GEMMs + fused BatchNorm, 3x3 convs by lax; `current` = what
-jaxmed runs (also Winograd for wide 3x3 stride-1 convs). Variants are compiled ahead of time,
+jaxmed runs (also Winograd for wide 3x3 stride-1 convs). One fast path at a time: `no-pointwise`,
+`no-winograd`, `no-bnfusion`, `no-depthwise`, `no-pooling` are `current` less that one piece, and
+`lax` is every piece off; a `no-X` slower than `current` means X pays on this jaxlib:
+
+  python benchmarks/fastpath_ab.py --variants current,no-pointwise,no-winograd,no-bnfusion,no-depthwise,no-pooling,lax Variants are compiled ahead of time,
 then stepped round-robin so machine noise hits them alike (each visit: one untimed step, then
 the timed one); the table gives the median ms per step (first round dropped) and the ratio to
 the first variant. Batch 32, Adam, random uint8 images, fp32; `frozen` is the frozen-backbone
@@ -31,12 +35,18 @@ import jaxmed.models.mobilenet_v2 as mobilenet_v2
 import jaxmed.models.resnet as resnet
 from jaxmed.training import optim
 from jaxmed.models import create_model
-from jaxmed.ops import conv
+from jaxmed.ops import conv, pooling
 from jaxmed.training.steps import StepOptions, TrainState, make_train_step
 
 MODULES = (mobilenet_v1, mobilenet_v2, resnet)
 ORIGINAL = {"pointwise_ok": conv._pointwise_ok, "winograd_ok": conv._winograd_ok,
+            "depthwise_ok": conv._fast_depthwise_ok, "pool_fast": pooling.cpu_fast_paths,
             "bn": mobilenet_v2.BatchNorm}
+PIECES = ("pointwise", "winograd", "bnfusion", "depthwise", "pooling")
+# The pieces each variant turns off.
+OFF = {"before": {"pointwise", "winograd", "bnfusion"}, "pointwise": {"winograd", "bnfusion"},
+       "nowinograd": {"winograd"}, "current": set(), "lax": set(PIECES),
+       **{f"no-{p}": {p} for p in PIECES}}
 
 
 class FlaxBatchNormThenActivation(nn.BatchNorm):
@@ -52,9 +62,13 @@ class FlaxBatchNormThenActivation(nn.BatchNorm):
 
 
 def patch(variant: str):
-  conv._pointwise_ok = ORIGINAL["pointwise_ok"] if variant != "before" else (lambda *a: False)
-  conv._winograd_ok = ORIGINAL["winograd_ok"] if variant == "current" else (lambda *a: False)
-  bn = FlaxBatchNormThenActivation if variant in ("before", "pointwise") else ORIGINAL["bn"]
+  off = OFF[variant]
+  never = lambda *a: False
+  conv._pointwise_ok = never if "pointwise" in off else ORIGINAL["pointwise_ok"]
+  conv._winograd_ok = never if "winograd" in off else ORIGINAL["winograd_ok"]
+  conv._fast_depthwise_ok = never if "depthwise" in off else ORIGINAL["depthwise_ok"]
+  pooling.cpu_fast_paths = never if "pooling" in off else ORIGINAL["pool_fast"]
+  bn = FlaxBatchNormThenActivation if "bnfusion" in off else ORIGINAL["bn"]
   for module in MODULES:
     module.BatchNorm = bn
 

@@ -46,12 +46,19 @@ def fit(cfg, workdir=None, *, subprocess: bool = False, overwrite: bool = False)
   """Trains `cfg` (a ConfigDict or a config spec) into `workdir` and returns the Run; with a
   checkpoint in `workdir` (a notebook that disconnected) it resumes. `subprocess=True` runs
   `python -m jaxmed.train` in a child process, streaming its output here: on a CPU that process
-  gets the fast allocator a running kernel cannot (see README, "On a CPU"). A workdir holding a
-  finished run or other files is refused unless `overwrite` (jaxmed's own files there are then
-  replaced)."""
+  gets the fast allocator a running kernel cannot (see README, "On a CPU"). A workdir holding
+  this config's finished run returns it without training; one holding another config's run or
+  other files is refused unless `overwrite` (jaxmed's own files there are then replaced)."""
   if isinstance(cfg, (str, os.PathLike)):
     cfg = config(str(cfg))
   workdir = Path(workdir) if workdir is not None else _default_workdir(cfg)
+  if (workdir / "summary.json").exists() and not overwrite:
+    # A notebook run again top to bottom after training finished: the same config's run is
+    # returned as it is (the command line refuses instead, so a script never mistakes it).
+    from jaxmed.training.workdir import check_resumable
+    check_resumable(workdir, cfg)
+    print(f"{workdir} holds this config's finished run; loading it (overwrite=True trains again)")
+    return Run.load(workdir)
   if subprocess:
     _fit_in_subprocess(cfg, workdir, overwrite)
     return Run.load(workdir)

@@ -49,6 +49,13 @@ def test_fit_equals_the_command_line(tmp_path):
   assert "accuracy" in html and "data:image/png;base64," in html
   again = jaxmed.load_run(run.workdir)
   assert again.summary == run.summary and set(again.paths) >= {"summary", "curves", "report_html"}
+  rerun = jaxmed.fit(small_demo(), workdir=run.workdir)  # a notebook run top to bottom again
+  assert rerun.summary == run.summary
+  changed = small_demo()
+  changed.frozen.learning_rate = 0.5
+  from jaxmed.runtime.cli import UserError
+  with pytest.raises(UserError, match="frozen.learning_rate"):
+    jaxmed.fit(changed, workdir=run.workdir)
 
   evaluated = jaxmed.evaluate(run.workdir)
   assert evaluated["accuracy"] == pytest.approx(run.summary["test"]["accuracy"])

@@ -33,3 +33,41 @@ def cpu_fast_paths() -> bool:
   """True where the CPU fast paths apply: forced (fast), or auto on the CPU backend."""
   impl = conv_impl()
   return impl == "fast" or (impl == "auto" and jax.default_backend() == "cpu")
+
+
+# Whether each CPU fast path made the whole training step faster than XLA's own ops, by the
+# jaxlib version it was measured on (`benchmarks/fastpath_ab.py`: `no-X` against `current`;
+# benchmarks/RESULTS.md, "Fast paths by jaxlib version"). XLA's CPU backend changes a lot
+# between releases, so `auto` uses a fast path only where it measured faster: on the installed
+# jaxlib's version, else on the nearest older one measured (the oldest for older versions).
+MEASURED_FASTER = {
+    "pointwise": {"0.10": True},
+    "winograd": {"0.10": True},
+    "depthwise": {"0.10": True},
+    "pooling": {"0.10": True},
+}
+
+
+def _minor(version: str) -> tuple[int, ...]:
+  return tuple(int(p) for p in version.split(".")[:2])
+
+
+def measured_verdict(name: str, jaxlib_version: str) -> bool:
+  """MEASURED_FASTER's answer for `name` on a jaxlib version (see above)."""
+  verdicts = sorted(MEASURED_FASTER[name].items(), key=lambda kv: _minor(kv[0]))
+  chosen = verdicts[0][1]
+  for version, faster in verdicts:
+    if _minor(version) <= _minor(jaxlib_version):
+      chosen = faster
+  return chosen
+
+
+def fast_path(name: str) -> bool:
+  """Whether the CPU fast path `name` runs: always when forced (JAXMED_CONV_IMPL=fast), never
+  off the CPU or with lax forced, else as measured for the installed jaxlib."""
+  if not cpu_fast_paths():
+    return False
+  if conv_impl() == "fast":
+    return True
+  import jaxlib
+  return measured_verdict(name, jaxlib.__version__)

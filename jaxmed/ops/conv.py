@@ -13,7 +13,8 @@ import jax
 
 from jaxmed.ops import depthwise, pointwise, winograd
 # Re-exported: models, tests and benchmarks import these from conv.
-from jaxmed.ops.base import Padding, conv_impl, conv_reference, cpu_fast_paths  # noqa: F401
+from jaxmed.ops.base import (Padding, conv_impl, conv_reference, cpu_fast_paths,  # noqa: F401
+                             fast_path)
 
 
 def _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
@@ -77,15 +78,18 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   """
   strides = tuple(strides)
   on_cpu = cpu_fast_paths()
-  if on_cpu and _pointwise_ok(x, kernel, strides, padding, feature_group_count):
+  if on_cpu and fast_path("pointwise") and _pointwise_ok(x, kernel, strides, padding,
+                                                          feature_group_count):
     return pointwise.strided_pointwise_conv(x, kernel, strides[0])
-  if on_cpu and _winograd_ok(x, kernel, strides, padding, feature_group_count):
+  if on_cpu and fast_path("winograd") and _winograd_ok(x, kernel, strides, padding,
+                                                        feature_group_count):
     pads = depthwise.resolve_padding(padding, x.shape[1:3], (3, 3), 1)
     return winograd.winograd_conv3x3(x, kernel, pads)
   # Depthwise: single device only. The op alone matches lax under 4-device batch sharding
   # (tests/test_conv_sharded.py), but inside a sharded MobileNetV2 step its kernel gradient once
   # came out wrong (max error 0.47 vs 1e-3 for lax); until that is understood, sharded runs keep lax.
-  use_fast = on_cpu and (conv_impl() == "fast" or jax.device_count() == 1)
+  use_fast = (on_cpu and fast_path("depthwise")
+              and (conv_impl() == "fast" or jax.device_count() == 1))
   if use_fast and _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
     pads = depthwise.resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides[0])
     return depthwise.depthwise_conv(x, kernel, strides[0], pads)

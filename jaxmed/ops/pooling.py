@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmed.ops.base import cpu_fast_paths
+from jaxmed.ops.base import cpu_fast_paths, fast_path
 from jaxmed.ops.depthwise import resolve_padding
 
 
@@ -24,7 +24,7 @@ def max_pool(x, window, strides=None, padding="VALID"):
   """NHWC max pooling with `nn.max_pool`'s arguments and semantics (padding counts as -inf)."""
   window = tuple(window)
   strides = tuple(strides) if strides is not None else (1,) * len(window)
-  if x.ndim != 4 or len(window) != 2 or not cpu_fast_paths():
+  if x.ndim != 4 or len(window) != 2 or not cpu_fast_paths() or not fast_path("pooling"):
     return nn.max_pool(x, window, strides, padding)
   return _max_pool(x, window, strides, resolve_padding(padding, x.shape[1:3], window, strides))
 
