@@ -47,7 +47,7 @@ def _peak_rss_mb() -> float:
 
 
 class JaxmedStep:
-  """jaxmed's own training step (jaxmed/training/steps.py), built as jaxmed/train.py builds it."""
+  """jaxmed's own training step (training/steps.py), built as training/phase.py builds it."""
 
   def __init__(self, arch: str, size: int, phase: str, batch: int, dtype: str = "float32"):
     import jaxmed  # noqa: F401  (sets the XLA CPU flag before jax initialises)
@@ -66,7 +66,7 @@ class JaxmedStep:
     dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
     variables = jax.jit(lambda key: model.init(key, dummy, train=False))(jax.random.PRNGKey(0))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    if phase == "frozen":  # jaxmed/train.py's phase_options + param_labels for phase 1
+    if phase == "frozen":  # training/phase.py's phase_options + param_labels for phase 1
       options = StepOptions(trainable_from=model.num_stages, bn_train=False)
       labels_tree = optim.param_labels(params, arch, None)
     else:

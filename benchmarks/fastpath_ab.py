@@ -14,7 +14,7 @@ jaxmed runs (also Winograd for wide 3x3 stride-1 convs). One fast path at a time
 then stepped round-robin so machine noise hits them alike (each visit: one untimed step, then
 the timed one); the table gives the median ms per step (first round dropped) and the ratio to
 the first variant. Batch 32, Adam, random uint8 images, fp32; `frozen` is the frozen-backbone
-step of train.py's phase 1. Runs under the allocator `python -m jaxmed.train` uses.
+step of the training loop's phase 1 (training/phase.py). Runs under the allocator `python -m jaxmed.train` uses.
 """
 
 import argparse
@@ -92,7 +92,7 @@ def main():
   index = jax.device_put(np.arange(32, dtype=np.int32))
   variables = jax.jit(lambda k: model.init(k, images[:1], train=False))(jax.random.PRNGKey(0))
   params, stats = variables["params"], variables["batch_stats"]
-  frozen = args.phase == "frozen"  # train.py's phase 1: stages below num_stages frozen
+  frozen = args.phase == "frozen"  # phase 1 (training/phase.py): stages below num_stages frozen
   options = (StepOptions(trainable_from=model.num_stages, bn_train=False) if frozen
              else StepOptions())
   tx, _ = optim.make_optimizer(ml_collections.ConfigDict(dict(epochs=1, learning_rate=1e-3)),

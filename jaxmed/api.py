@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from jaxmed.reporting.notebook import DoctorReport, EvalResult, Predictions, Run
+from jaxmed.runtime.cli import UserError
 
 
 def config(spec: str):
@@ -77,20 +78,28 @@ def _fit_in_subprocess(cfg, workdir: Path, overwrite: bool):
                          f"  return ml_collections.ConfigDict({cfg.to_dict()!r})\n")
   command = [sys.executable, "-u", "-m", "jaxmed.train", "--config", str(config_file),
              "--workdir", str(workdir)] + (["--overwrite"] if overwrite else [])
-  child = subprocess_lib.Popen(command, stdout=subprocess_lib.PIPE, stderr=subprocess_lib.STDOUT,
-                               text=True, bufsize=1)
+  status = None
   try:
-    for line in child.stdout:
-      print(line, end="", flush=True)
-    status = child.wait()
-  except KeyboardInterrupt:  # the kernel's stop button: let the child checkpoint, then stop
-    child.send_signal(signal.SIGTERM)
-    child.wait()
-    raise
+    with subprocess_lib.Popen(command, stdout=subprocess_lib.PIPE, stderr=subprocess_lib.STDOUT,
+                              text=True, bufsize=1) as child:
+      try:
+        _echo(child)
+      except KeyboardInterrupt:  # the kernel's stop button: the child checkpoints, then stops
+        child.send_signal(signal.SIGTERM)
+        _echo(child)  # its last lines ("stopped at step N ...")
+        raise
+      status = child.wait()
   finally:
     config_file.unlink(missing_ok=True)
+  if status == 2:
+    raise UserError("python -m jaxmed.train refused the run: its error line is above")
   if status:
     raise RuntimeError(f"python -m jaxmed.train exited with status {status} (output above)")
+
+
+def _echo(child):
+  for line in child.stdout:
+    print(line, end="", flush=True)
 
 
 def load_run(workdir) -> Run:

@@ -15,6 +15,7 @@ import collections
 import re
 import sys
 
+from jaxmed.runtime import cli
 from jaxmed.data import manifest
 
 
@@ -47,6 +48,7 @@ def summary(classes, rows) -> str:
   return "\n".join(lines)
 
 
+@cli.command
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m jaxmed.split", description=__doc__.split("\n")[0])
   parser.add_argument("path", help="dataset folder, .zip/.tar(.gz), .npz or tfds:NAME[:SPLIT]")
@@ -66,8 +68,7 @@ def main(argv=None) -> int:
               "val_fraction": None if args.remix else args.val_fraction}
     manifest.write(args.out, classes, rows, source=found.root, method=method, force=args.force)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    raise cli.UserError(str(e)) from e
   for line in found.warnings():  # empty class folders, refused archive members
     print(line, file=sys.stderr)
   if args.group_regex and not args.remix and "val" in found.splits:

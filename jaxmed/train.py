@@ -45,12 +45,12 @@ def main(argv) -> int:
   try:
     workdir, summary = loop.fit(values.config, values.workdir, overwrite=values.overwrite,
                                 config_name=config_files.stem(cli.config_path(values)))
-  except OSError as e:
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+  except OSError as e:  # a disk that filled up while training: the user's to fix
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not e.filename:
       raise
-    raise cli.UserError(f"cannot write {e.filename or values.workdir}: {e.strerror}; free some "
-                        f"space or pass another --workdir (the last checkpoint is intact: "
-                        f"checkpoints are written whole or not at all)") from e
+    raise cli.UserError(f"cannot write {e.filename}: {e.strerror}; free some space, or pass "
+                        f"another --workdir (the last checkpoint is intact: checkpoints are "
+                        f"written whole or not at all)") from e
   except loop.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

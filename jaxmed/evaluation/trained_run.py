@@ -43,17 +43,18 @@ def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:
   shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, size, size, 3), jnp.uint8)),
                           jax.random.PRNGKey(0))
   like = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+  like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)  # with a device sharding
   ckpt = checkpoint.Checkpoints(workdir, read_only=True)  # creates nothing in the workdir
-  manager = ckpt.best if which == "best" and ckpt.best.latest_step() is not None else ckpt.latest
-  if manager.latest_step() is None:
+  try:
+    manager = ckpt.best if which == "best" and ckpt.best.latest_step() is not None else ckpt.latest
+    if manager.latest_step() is None:
+      raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
+    if manager is ckpt.latest:  # the full train state: take its model part
+      state, _ = _restore_model_from_latest(manager, like)
+    else:
+      state, _ = checkpoint.restore(manager, like)
+  finally:
     ckpt.close()
-    raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
-  like = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)
-  if manager is ckpt.latest:  # the full train state: take its model part
-    state, _ = _restore_model_from_latest(manager, like)
-  else:
-    state, _ = checkpoint.restore(manager, like)
-  ckpt.close()
   return LoadedRun(workdir, config, classes, model, state, size)
 
 

@@ -230,7 +230,8 @@ def gradcam_section(run, split, per_class: int) -> str:
 
 def write_html_report(workdir, gradcam_per_class: int = 2, max_errors: int = 24,
                       run=None, splits: dict | None = None) -> Path:
-  """Evaluates the run's best checkpoint on its test split (val when there is none) and writes
+  """Evaluates the run (its best checkpoint, or `run` as given) on its test split (val when there
+  is none) and writes
   DIR/report/index.html; returns its path. The end of training passes what it holds: `run`, a
   LoadedRun with the evaluated parameters as host arrays (no checkpoint is read again, which with
   several processes would wait for the others), and `splits`, the decoded splits."""

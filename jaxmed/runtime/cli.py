@@ -16,7 +16,9 @@ class UserError(Exception):
 
 
 def debug() -> bool:
-  return os.environ.get("JAXMED_DEBUG", "0") not in ("", "0")
+  """JAXMED_DEBUG (1/true/yes/on), as runtime/settings.py parses it."""
+  from jaxmed.runtime import settings
+  return settings.current().debug
 
 
 def command(main):
@@ -77,8 +79,8 @@ def _flat_keys(tree, prefix="") -> list[str]:
 def check_override_keys(argv: list[str]):
   """Every `--config.KEY=VALUE` names a field the config has (a typo would otherwise end an
   AttributeError traceback); the message names the nearest field."""
-  import difflib
   from jaxmed.runtime import config_files
+  from jaxmed.runtime.suggest import nearest
   spec = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None) or next(
       (a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   overrides = [a.split("=", 1)[0].removeprefix("--config.") for a in argv
@@ -88,9 +90,9 @@ def check_override_keys(argv: list[str]):
   keys = _flat_keys(config_files.load(spec).to_dict())
   for key in overrides:
     if key not in keys:
-      near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+      near = nearest(key, keys)
       raise UserError(f"--config.{key}: the config has no field {key!r}"
-                      + (f"; did you mean --config.{near[0]}?" if near else
+                      + (f"; did you mean --config.{near}?" if near else
                          f" (its sections: {', '.join(k for k in keys if '.' not in k)})"))
 
 

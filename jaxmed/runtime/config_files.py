@@ -3,13 +3,14 @@ the modules of `jaxmed.configs`, which is the repository's top-level configs/ fo
 path of a user's .py file, either followed by `:ARG`, which is passed to `get_config(ARG)`
 (`tpu:chest_xray` puts the TPU overlay on the chest X-ray config)."""
 
-import difflib
 import importlib
 import importlib.util
 import pkgutil
 from pathlib import Path
 
 import ml_collections
+
+from jaxmed.runtime.suggest import nearest
 
 
 class ConfigNotFound(ValueError):
@@ -42,11 +43,11 @@ def resolve(spec: str) -> str:
   else:
     names = shipped()
     if name not in names:
-      near = difflib.get_close_matches(name, names, n=1)
-      hint = f"did you mean {near[0]!r}? " if near else ""
+      near = nearest(name, names)
+      hint = f"did you mean {near!r}? " if near else ""
       raise ConfigNotFound(f"no shipped config named {name!r}; {hint}shipped: {', '.join(names)}"
                            f"; or pass the path of a .py file")
-    path = Path(importlib.import_module(f"jaxmed.configs.{name}").__file__)
+    path = Path(importlib.util.find_spec(f"jaxmed.configs.{name}").origin)  # found, not run
   return str(path) + (f":{arg}" if arg is not None else "")
 
 

@@ -80,6 +80,14 @@ def to_host(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def primary_succeeded(ok: bool) -> bool:
+  """Process 0's `ok`, on every process (with one process: `ok`), so that all raise together
+  after a failure on the primary alone instead of waiting for it in the next collective."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(multihost_utils.broadcast_one_to_all(np.bool_(ok)))
+
+
 def barrier(name: str):
   """Waits until every process got here (no-op with one process)."""
   if jax.process_count() > 1:

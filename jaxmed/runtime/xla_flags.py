@@ -12,6 +12,7 @@ nothing; a flag the user already set in XLA_FLAGS is left as it is. `record()` i
 summary.json keeps under machine.xla_flags.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -31,6 +32,7 @@ _MARK = "JAXMED_XLA_FLAGS_SET"
 _RECORD = {"set": [], "dropped": [], "reason": "not configured"}
 
 
+@functools.lru_cache(maxsize=1)
 def accelerator_plugin() -> str | None:
   """The installed JAX GPU/TPU plugin's distribution name, if any (read without importing JAX)."""
   for dist in metadata.distributions():
@@ -57,15 +59,15 @@ def _jaxlib_version() -> str | None:
     return None
 
 
-def probe(flag: str) -> bool:
+def probe(flag: str) -> bool | None:
   """Whether a process with XLA_FLAGS=`flag` starts the CPU backend (run apart: a bad flag kills
-  the process that tries it)."""
+  the process that tries it); None when the probe itself could not finish (not an answer)."""
   env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
   try:
     done = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
   except (OSError, subprocess.TimeoutExpired):
-    return False
+    return None
   return done.returncode == 0
 
 
@@ -78,7 +80,10 @@ def accepted(flag: str, cache_file=None) -> bool:
   except (OSError, ValueError):
     known = {}
   if key not in known:
-    known[key] = probe(flag)
+    answer = probe(flag)
+    if answer is None:  # a slow or failed start is no verdict on the flag: ask again next time
+      return False
+    known[key] = answer
     try:
       cache_file.parent.mkdir(parents=True, exist_ok=True)
       tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")

@@ -7,7 +7,6 @@ The allowed values mirror what the code that reads each field accepts (named bes
 so a config that trains today always passes; when that code changes, change the rule with it.
 """
 
-import difflib
 import math
 import numbers
 import os
@@ -15,6 +14,7 @@ import re
 import typing
 
 from jaxmed.runtime.cli import UserError
+from jaxmed.runtime.suggest import nearest
 from jaxmed.training.input_path import PATHS
 from jaxmed.training.phase import PHASES
 
@@ -70,33 +70,9 @@ def _number(lo, hi=None, *, lo_open=False, hi_open=False):
   return check
 
 
-def _edits(a: str, b: str) -> int:
-  """Optimal string alignment distance: insertions, deletions, substitutions, swaps of two."""
-  d = [[i + j if not i * j else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
-  for i in range(1, len(a) + 1):
-    for j in range(1, len(b) + 1):
-      d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-      if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-        d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
-  return d[-1][-1]
-
-
 def _did_you_mean(value, options) -> str:
-  """The option a typo most likely meant: the same name under a prefix ('resnet18' ->
-  'torchvision/resnet18'), an abbreviation ('val_acc' -> 'val_accuracy'), the fewest edits
-  (difflib alone prefers 'adamax' to 'adam' for 'adma'), else difflib's closest."""
-  if not isinstance(value, str) or not value or not options:
-    return ""
-  lowered = {o.lower(): o for o in options}
-  typed = value.lower()
-  prefixed = [o for o in lowered if o.rsplit("/", 1)[-1] == typed] or sorted(
-      (o for o in lowered if o.startswith(typed)), key=len)
-  best = prefixed[0] if prefixed else min(
-      lowered, key=lambda o: (_edits(typed, o), -difflib.SequenceMatcher(None, typed, o).ratio()))
-  if not prefixed and _edits(typed, best) > max(1, len(typed) // 4):
-    near = difflib.get_close_matches(typed, list(lowered), n=1, cutoff=0.6)
-    best = near[0] if near else None
-  return f" (did you mean {lowered[best]!r}?)" if best else ""
+  best = nearest(value, options)
+  return f" (did you mean {best!r}?)" if best else ""
 
 
 def _choice(options, text=None, off=()):
@@ -153,7 +129,7 @@ def _architectures():
 
 def _weights(v):
   # job.init_variables: None/'None'/'' -> random init; pretrained.resolve: 'imagenet' or a file.
-  if v is None or (isinstance(v, str) and v.lower() in ("none", "", "imagenet")):
+  if v is None or (isinstance(v, str) and (v.lower() in ("none", "") or v == "imagenet")):
     return None
   if isinstance(v, (str, os.PathLike)) and os.path.isfile(os.path.expanduser(v)):
     return None

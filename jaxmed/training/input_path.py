@@ -9,8 +9,8 @@ stream   - a grain pipeline (jaxmed/data/stream.py) decodes each batch while tra
 `data.device_memory_budget_mb`, stream otherwise. Both feeds train on the same
 `sampling.epoch_batches`, so for a seed they reach the same parameters.
 
-A feed gives train.py the step builders, example arguments to compile them with, each epoch's
-step arguments and the logits of a split. With several processes (jaxmed/runtime/distributed.py) every
+A feed gives the training loop (training/phase.py) the step builders, example arguments to
+compile them with, each epoch's step arguments and the logits of a split. With several processes (jaxmed/runtime/distributed.py) every
 process computes the same batches and places only its own devices' shards of them.
 """
 

@@ -108,13 +108,13 @@ def prepare_job(config) -> Job:
   train_split = splits["train"]
   devices = jax.device_count()
   if config.train.batch_size % devices or config.train.eval_batch_size % devices:
-    raise ValueError(f"train.batch_size {config.train.batch_size} and train.eval_batch_size "
+    raise UserError(f"train.batch_size {config.train.batch_size} and train.eval_batch_size "
                      f"{config.train.eval_batch_size} must be multiples of the {devices} devices")
   # A train split smaller than the batch trains on one batch of (nearly) all of it: a multiple of
   # the device count, so it still splits evenly.
   batch_size = min(config.train.batch_size, len(train_split) // devices * devices)
   if batch_size == 0:
-    raise ValueError(f"the train split holds {len(train_split)} images, fewer than the {devices} "
+    raise UserError(f"the train split holds {len(train_split)} images, fewer than the {devices} "
                      f"devices: one image per device at least")
   mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
   replicated = NamedSharding(mesh, P())

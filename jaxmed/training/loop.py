@@ -4,6 +4,7 @@ summary.json and the report. Every file and checkpoint manager is closed on ever
 
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,8 +31,8 @@ class MetricsLog:
   def __init__(self, workdir: Path, history: list[dict]):
     from tensorboardX import SummaryWriter
     self.history = history
-    self.file = distributed.primary_only(lambda: open(workdir / "metrics.jsonl", "a"))
     self.tensorboard = distributed.primary_only(lambda: SummaryWriter(str(workdir / "tensorboard")))
+    self.file = distributed.primary_only(lambda: open(workdir / "metrics.jsonl", "a"))
 
   def write(self, records: list[dict]):
     for r in records:
@@ -61,13 +62,33 @@ def fit(config, workdir=None, *, config_name: str = "config",
   checkpoint there holds; returns the workdir and the summary (as summary.json). The config and
   the workdir are checked before anything is written (jaxmed.runtime.cli.UserError)."""
   check_config(config)
-  workdir = prepare_workdir(workdir, config_name, config, overwrite)
+  if workdir is None and jax.process_count() > 1:  # each process would pick its own time stamp
+    raise UserError("a multi-process run needs --workdir: a folder every process can reach")
+  workdir, start_over = prepare_workdir(workdir, config_name, config, overwrite)
   distributed.barrier("workdir checked")  # before process 0 rewrites config.json
   say(f"workdir: {workdir}   devices: {jax.devices()}")
-  return workdir, train_and_evaluate(config, workdir, overwrite=overwrite)
+  return workdir, train_and_evaluate(config, workdir, start_over=start_over)
 
 
-def train_and_evaluate(config, workdir: Path, overwrite: bool = False) -> dict:
+def start_workdir(workdir: Path, config, classes: list[str], start_over: bool):
+  """The primary writes config.json and classes.json (clearing an earlier run's files first when
+  `start_over`); every process then learns whether that worked, so none waits for the others."""
+  problem = None
+  if distributed.is_primary():
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+      if start_over:
+        clear_run_files(workdir)
+      (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+      write_json_atomic(workdir / "classes.json", {"classes": classes})
+    except OSError as e:  # read-only, full, or not a folder
+      problem = (f"--workdir {workdir}: cannot write there ({e.strerror or e}); pass a folder "
+                 f"you can write to")
+  if not distributed.primary_succeeded(problem is None):
+    raise UserError(problem or f"--workdir {workdir}: process 0 could not write there")
+
+
+def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
   """Runs (or resumes) the whole job and returns the summary. Raises TrainingStopped after a stop
   signal (checkpoint saved) and TrainingDiverged on a NaN/Inf loss (last checkpoint kept). The
   data is loaded before the workdir is touched; a failure before the first checkpoint leaves the
@@ -79,17 +100,7 @@ def train_and_evaluate(config, workdir: Path, overwrite: bool = False) -> dict:
   t0 = time.perf_counter()
   job = prepare_job(config)
   with undo_on_failure(workdir, primary), contextlib.ExitStack() as stack:
-    if primary:
-      try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-          clear_run_files(workdir)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        write_json_atomic(workdir / "classes.json", {"classes": job.classes})
-      except OSError as e:  # read-only, full, or not a folder
-        raise UserError(f"--workdir {workdir}: cannot write there ({e.strerror or e}); pass a "
-                        f"folder you can write to") from e
-    distributed.barrier("workdir written")
+    start_workdir(workdir, config, job.classes, start_over)
     ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
     stack.callback(ckpt.close)
     resume = ckpt.latest_meta()
@@ -100,15 +111,15 @@ def train_and_evaluate(config, workdir: Path, overwrite: bool = False) -> dict:
       ckpt.best_value = resume.get("best_value")
     log = MetricsLog(workdir, read_history(workdir, resume["epoch"] if resume else 0) if primary else [])
     stack.callback(log.close)
-    stop = stack.enter_context(catch_stop_signals())
     position, rng = Position(), jax.random.PRNGKey(config.seed + 1)
     params, batch_stats = job.params, job.batch_stats
-    for index, name in enumerate(p for p in PHASES if config[p].epochs > 0):
-      if resume and index < resume["phase_index"]:
-        continue
-      job.params, job.batch_stats = params, batch_stats
-      state = Phase(job, name, index, position, rng, ckpt, log, stop, resume).run()
-      params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
+    with catch_stop_signals() as stop:  # only while training: a stop then saves a checkpoint
+      for index, name in enumerate(p for p in PHASES if config[p].epochs > 0):
+        if resume and index < resume["phase_index"]:
+          continue
+        job.params, job.batch_stats = params, batch_stats
+        state = Phase(job, name, index, position, rng, ckpt, log, stop, resume).run()
+        params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
     ckpt.wait()
     summary, evaluated = evaluate_and_summarize(job, ckpt, params, batch_stats)
     stack.close()  # checkpoints, metrics and TensorBoard files closed before the summary
@@ -157,5 +168,10 @@ def write_reports(workdir: Path, history: list[dict], summary: dict, job, evalua
   variables = jax.tree.map(  # replicated: every process holds the whole value
       lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x), evaluated)
   run = LoadedRun(workdir, job.config, job.classes, job.model, variables, job.config.data.image_size)
-  path = html.write_html_report(workdir, run=run, splits=job.splits)
+  try:  # the run has finished and summary.json is written: a report problem must not undo that
+    path = html.write_html_report(workdir, run=run, splits=job.splits)
+  except Exception as e:  # noqa: BLE001
+    print(f"warning: the HTML report failed ({type(e).__name__}: {e}); the run is complete; "
+          f"python -m jaxmed.html_report --workdir {workdir} --debug retries it", file=sys.stderr)
+    return
   say(f"report: {path} ({time.perf_counter() - t0:.1f} s)")

@@ -87,11 +87,13 @@ def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
   bad = np.flatnonzero(~np.isfinite(values))
   if len(bad):
     step = first_step + int(bad[0]) + 1
+    saved = ckpt.latest.latest_step()
+    kept = (f"The last good checkpoint (step {saved}) is kept in {ckpt.latest.directory}."
+            if saved is not None else "No checkpoint was written yet: the workdir is left as it was.")
     raise TrainingDiverged(
         f"loss is {values[bad[0]]} at step {step} (epoch {epoch}, phase {phase}). Likely causes: "
         f"learning rate too high for this phase, images that decode to constant or extreme "
-        f"values, or mixed precision overflow. The last good checkpoint (step "
-        f"{ckpt.latest.latest_step()}) is kept in {ckpt.latest.directory}.")
+        f"values, or mixed precision overflow. {kept}")
 
 
 class Phase:

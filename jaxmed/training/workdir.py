@@ -26,7 +26,7 @@ def read_history(workdir: Path, epochs_done: int) -> list[dict]:
 
 
 def write_json_atomic(path: Path, obj):
-  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: no two share it
   tmp.write_text(json.dumps(obj, indent=2, default=str))
   tmp.replace(path)
 
@@ -44,28 +44,46 @@ def has_checkpoint(workdir: Path) -> bool:
   return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
 
 
-def prepare_workdir(workdir: str | None, config_name: str, config, overwrite: bool = False) -> Path:
-  """Decides where the run goes, creating nothing: a new or empty folder, or one whose
-  checkpoint this config resumes. Refuses a finished run, a checkpoint of another config, and a
-  folder holding anything else (unless `overwrite`: then jaxmed's own files there are replaced)."""
+def prepare_workdir(workdir: str | None, config_name: str, config,
+                    overwrite: bool = False) -> tuple[Path, bool]:
+  """Decides where the run goes, creating nothing; returns (workdir, start_over), start_over
+  meaning jaxmed's own files there are to be cleared first. Accepted: a new or empty folder; a
+  checkpoint this config resumes (with or without `overwrite`: progress is never thrown away by
+  re-running the same command); what a run of this config left when it was killed before its
+  first checkpoint. Refused unless `overwrite`: a finished run, another config's files, and
+  anything jaxmed did not write (which `overwrite` keeps: only RUN_FILES are cleared)."""
   if workdir is None:
     workdir = Path("runs") / f"{Path(config_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise UserError(f"--workdir {workdir} is a file, not a folder; pass a folder")
-  if (workdir / "summary.json").exists() and not overwrite:
-    raise UserError(f"{workdir} holds a finished run (summary.json); pass another --workdir, or "
-                    f"move that folder away first")
-  if has_checkpoint(workdir) and not overwrite:
-    check_resumable(workdir, config)
-    return workdir
   present = sorted(p.name for p in workdir.iterdir()) if workdir.is_dir() else []
-  foreign = [name for name in present if name not in USER_INPUTS]
-  if foreign and not overwrite:
-    shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
-    raise UserError(f"{workdir} is not empty ({shown}) and holds no checkpoint to resume; pass "
-                    f"another --workdir, move those away, or pass --overwrite to replace them")
-  return workdir
+  ours = [name for name in present if name in RUN_FILES]
+  foreign = [name for name in present if name not in RUN_FILES + USER_INPUTS]
+  finished = "summary.json" in present
+  if has_checkpoint(workdir) and not finished and (not overwrite or same_config(workdir, config)):
+    check_resumable(workdir, config)
+    return workdir, False
+  if overwrite:
+    return workdir, bool(ours)
+  if finished:
+    raise UserError(f"{workdir} holds a finished run (summary.json); pass another --workdir, move "
+                    f"that folder away, or pass --overwrite to train there again")
+  if foreign or (ours and ("report" in ours or not same_config(workdir, config))):
+    shown = ", ".join((foreign + ours)[:6])
+    more = len(foreign + ours) - 6
+    raise UserError(f"{workdir} is not empty ({shown}{f' and {more} more' if more > 0 else ''}) "
+                    f"and holds no checkpoint to resume; pass another --workdir, move those "
+                    f"away, or pass --overwrite to replace them")
+  return workdir, bool(ours)  # a run of this config killed before its first checkpoint: again
+
+
+def same_config(workdir: Path, config) -> bool:
+  saved = workdir / "config.json"
+  try:
+    return json.loads(saved.read_text()) == json.loads(config.to_json_best_effort())
+  except (OSError, ValueError):
+    return False
 
 
 def check_resumable(workdir: Path, config) -> None:

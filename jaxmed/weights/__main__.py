@@ -7,6 +7,7 @@
 
 import argparse
 import json
+import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from jaxmed.models.preprocess import preprocess
+from jaxmed.runtime import cli
 from jaxmed.models.registry import build_backbone, get_architecture
 from jaxmed.weights import pretrained, sources
 
@@ -81,6 +83,7 @@ def parity(arch: str, alpha: float = 1.0, weights: str | None = None, size=(224,
           "max_abs_diff": float(np.max(np.abs(np.asarray(ours) - theirs)))}
 
 
+@cli.command
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m jaxmed.weights", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,16 +104,19 @@ def main(argv=None):
   f.add_argument("--alpha", type=float, default=1.0)
   f.add_argument("--include-top", action="store_true")
   args = parser.parse_args(argv)
-  if args.command == "classify":
-    for image, top in classify(args.arch, args.weights, args.images, args.alpha):
-      print(image)
-      for label, prob in top:
-        print(f"  {prob:7.2%}  {label}")
-  elif args.command == "parity":
-    size = tuple(args.size * 2 if len(args.size) == 1 else args.size[:2])
-    print(json.dumps(parity(args.arch, args.alpha, args.weights, size, args.include_top)))
-  else:
-    print(sources.fetch(sources.imagenet_file(args.arch, args.alpha, args.include_top)))
+  try:  # a missing, unsafe or mismatched file, an unknown arch, no network: the user's to fix
+    if args.command == "classify":
+      for image, top in classify(args.arch, args.weights, args.images, args.alpha):
+        print(image)
+        for label, prob in top:
+          print(f"  {prob:7.2%}  {label}")
+    elif args.command == "parity":
+      size = tuple(args.size * 2 if len(args.size) == 1 else args.size[:2])
+      print(json.dumps(parity(args.arch, args.alpha, args.weights, size, args.include_top)))
+    else:
+      print(sources.fetch(sources.imagenet_file(args.arch, args.alpha, args.include_top)))
+  except (OSError, ValueError, KeyError, pickle.UnpicklingError) as e:
+    raise cli.UserError(str(e).strip("'\"")) from e
   return 0
 
 
