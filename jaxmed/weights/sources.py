@@ -131,8 +131,8 @@ def fetch(entry: WeightFile, timeout: float = 10.0) -> Path:
     try:
       fetcher(tmp)
       problem = verify(tmp, entry)
-      if problem:
-        raise ValueError(problem)
+      if problem:  # the download's temporary name says nothing: the digests do
+        raise ValueError(problem.replace(f"{tmp}: ", "downloaded file's "))
       if target.exists():  # a mismatching cached file is the user's to inspect: keep it aside
         target.rename(target.with_name(target.name + ".mismatch"))
       tmp.chmod(0o644)  # mkstemp makes it owner-only; a cache of public weights need not be
@@ -142,7 +142,7 @@ def fetch(entry: WeightFile, timeout: float = 10.0) -> Path:
       tried.append(f"{name}: {type(e).__name__}: {e}")
     finally:
       tmp.unlink(missing_ok=True)
-  reasons = "; ".join(" ".join(t.split())[:160] for t in tried)  # one line: every source named
+  reasons = "; ".join(" ".join(t.split())[:300] for t in tried)  # one line: every source named
   raise FileNotFoundError(f"could not obtain {entry.filename} (tried {reasons}); put a verified "
                           f"copy at {target} or pass model.weights=/path/to/file")
 
