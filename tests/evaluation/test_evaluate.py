@@ -13,6 +13,8 @@ from jaxmed.data.load import load_split
 from jaxmed.evaluation import predictions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   return trained_workdir(tmp_path_factory)
