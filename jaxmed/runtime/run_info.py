@@ -32,6 +32,19 @@ def machine() -> dict:
           "settings": settings.current().as_record(), "xla_flags": xla_flags.record()}
 
 
+def process_age_s() -> float | None:
+  """Seconds since this process started (interpreter start-up included), from /proc; None where
+  there is no /proc. Recorded as the time to the first train step (summary.json timings)."""
+  try:
+    with open("/proc/self/stat") as f:  # field 22, counted after the ')' that ends the name
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
+
+
 def params_sha256(tree) -> str:
   """sha256 over every leaf's path, dtype, shape and bytes, in sorted path order."""
   import jax

@@ -40,6 +40,9 @@ class Job:
   augment: object          # the compiled-in augmenter or None
   eval_step: object        # compiled eval step of `feed`
   timings: dict
+  # perf_counter() when the last step of the previous epoch was known finished (epoch boundary)
+  last_step_end: float | None = None
+  train_started: float | None = None  # perf_counter() at this process's first train step
 
   def evaluate(self, split_name: str, params, batch_stats, feed=None, eval_step=None) -> dict:
     """Loss and metrics of one split (`feed`/`eval_step`: a phase's own, e.g. cached features)."""
@@ -84,7 +87,10 @@ def init_variables(model, config, image_size: int):
 
 
 def prepare_job(config) -> Job:
-  timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0}
+  # compile_s per program in `programs`; `epochs` gives each epoch's train, validation and
+  # boundary time (end of its last step to the next epoch's first step, validation included).
+  timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0,
+             "programs": {}, "epochs": []}
   t0 = time.perf_counter()
   try:  # what goes wrong here is the data's (a missing folder, no train split): the user's to fix
     listed = list_data(config)
@@ -137,7 +143,8 @@ def prepare_job(config) -> Job:
   t_compile = time.perf_counter()
   eval_step = feed.make_eval_step(model).lower(
       params, batch_stats, *feed.example_eval_batch()).compile()
-  timings["compile_s"] += time.perf_counter() - t_compile
+  timings["programs"]["eval"] = time.perf_counter() - t_compile
+  timings["compile_s"] += timings["programs"]["eval"]
   return Job(config, classes, splits, data_record, mesh, replicated, feed, model,
              get_architecture(config.model.arch).num_stages, params, batch_stats, batch_size,
              len(train_split) // batch_size, weights, augment, eval_step, timings)

@@ -121,12 +121,19 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
         state = Phase(job, name, index, position, rng, ckpt, log, stop, resume).run()
         params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
     ckpt.wait()
+    if job.train_started is not None:  # first step to the last epoch's checkpoint written
+      job.timings["loop_s"] = time.perf_counter() - job.train_started
     summary, evaluated = evaluate_and_summarize(job, ckpt, params, batch_stats)
     stack.close()  # checkpoints, metrics and TensorBoard files closed before the summary
   summary["timings"]["total_s"] = time.perf_counter() - t0
+  if job.last_step_end is not None:  # the last epoch's boundary: to the result
+    summary["timings"]["after_training_s"] = time.perf_counter() - job.last_step_end
+  summary["timings"]["process_s"] = run_info.process_age_s()  # process start to the result
   if primary:
     write_json_atomic(workdir / "summary.json", summary)
+    t_report = time.perf_counter()
     write_reports(workdir, log.history, summary, job, evaluated)
+    summary["timings"]["report_s"] = time.perf_counter() - t_report
   return summary
 
 

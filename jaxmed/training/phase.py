@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmed.runtime import distributed
+from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
 from jaxmed.runtime.progress import Progress, format_seconds
 from jaxmed.training import callbacks, checkpoint, input_path, optim
@@ -148,8 +148,10 @@ class Phase:
       # The backbone is fixed for the whole phase: run it once per image, train the head.
       t_features = time.perf_counter()
       self.feed = input_path.FeatureFeed(job.feed, job.model, job.params, job.batch_stats)
+      t_eval = time.perf_counter()
       self.eval_step = self.feed.make_eval_step(job.model).lower(
           job.params, job.batch_stats, *self.feed.example_eval_batch()).compile()
+      job.timings["programs"]["eval_features"] = time.perf_counter() - t_eval
       job.timings["features_s"] = time.perf_counter() - t_features
       say(f"phase frozen trains the head on cached backbone features ({self.feed.nbytes / 2**20:.1f}"
           f" MB, computed in {format_seconds(job.timings['features_s'])}; train.cache_features)")
@@ -157,6 +159,7 @@ class Phase:
     self.train_step = self.feed.make_train_step(
         job.model, self.tx, self.options, job.class_weights, job.augment).lower(
             self.state, *self.feed.example_batch(), np.float32(1.0)).compile()
+    job.timings["programs"][f"train_{self.name}"] = time.perf_counter() - t_compile
     job.timings["compile_s"] += time.perf_counter() - t_compile
 
   def run(self):
@@ -188,7 +191,13 @@ class Phase:
     step_losses, step_correct = [], []
     # The epoch's batches from start_step on: the data position saved in each checkpoint.
     for i, batch in enumerate(self.feed.train_batches(pos.epoch + 1, self.start_step), self.start_step):
+      if i == self.start_step:
+        self._note_epoch_start()
       self.state, step_metrics = self.train_step(self.state, *batch, scale)
+      if "first_step_s" not in job.timings:  # measured once (one extra wait): time to first step
+        jax.block_until_ready(step_metrics)
+        job.timings["first_step_s"] = run_info.process_age_s()
+        job.timings["first_step_unix"] = time.time()
       step_losses.append(step_metrics["loss"])
       step_correct.append(step_metrics["correct"])
       pos.global_step += 1
@@ -209,12 +218,23 @@ class Phase:
           raise TrainingStopped(self.stop.signal or 15, pos.global_step)
     first = pos.global_step - len(step_losses)
     sums = self.sums.plus(step_losses, step_correct, self._check(first))
-    train_s = time.perf_counter() - t_epoch
+    job.last_step_end = time.perf_counter()  # the fetch above waited for the last step
+    train_s = job.last_step_end - t_epoch
     job.timings["train_s"] += train_s
     pos.epoch += 1
     self.start_step, self.sums = 0, EpochSums()
     self.progress.newline()
     self._end_epoch(epoch_in_phase, sums, train_s, scale)
+
+  def _note_epoch_start(self):
+    """Adds this epoch to timings['epochs']; the previous one gets its boundary time."""
+    epochs, now = self.job.timings["epochs"], time.perf_counter()
+    if self.job.train_started is None:
+      self.job.train_started = now
+    if epochs and self.job.last_step_end is not None:
+      epochs[-1]["boundary_s"] = now - self.job.last_step_end
+    epochs.append({"phase": self.name, "epoch": self.position.epoch + 1,
+                   "steps": self.job.steps_per_epoch - self.start_step})
 
   def _end_epoch(self, epoch_in_phase: int, sums: EpochSums, train_s: float, scale):
     """Validation, metrics.jsonl/TensorBoard, callbacks and the epoch's checkpoint."""
@@ -223,6 +243,8 @@ class Phase:
     t_val = time.perf_counter()
     val = job.evaluate("val", self.state.params, self.state.batch_stats, self.feed, self.eval_step)
     val_s = time.perf_counter() - t_val
+    if self.job.timings["epochs"]:
+      self.job.timings["epochs"][-1].update(train_s=train_s, val_s=val_s)
     rate = self.progress.images_per_second  # NaN for a one-step epoch: not valid JSON, so None
     lr = float(self.schedule(epoch_in_phase * job.steps_per_epoch - 1)) * float(scale)
     self.log.write([

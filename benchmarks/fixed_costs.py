@@ -1,0 +1,226 @@
+"""Where the time of a small training job goes besides the steps: start-up, compiles, the loop's
+host work and the epoch boundaries (issue #17), for three cases in one run.
+
+  python benchmarks/fixed_costs.py [--json FILE] [--cases demo,chest_xray_128,lenet_32]
+
+Cases (each a `python -m jaxmed.train` run with the overrides shown in its record):
+  demo            configs/demo.py as shipped (synthetic phantoms, MobileNetV2 64 px, 2+10 epochs)
+  chest_xray_128  configs/chest_xray.py at 128 px on a fixed subset of
+                  ../shared/data/chest_xray_pneumonia/train (first 320 NORMAL + 320 PNEUMONIA
+                  files by name for train, the next 64 + 64 for val), 1 frozen + 2 fine-tuning
+                  epochs
+  lenet_32        the demo's data at 32 px through `lenet` (random init, batch 32, 4 fine-tuning
+                  epochs): a launch-bound step that exposes the loop's host overhead
+
+Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the real ones:
+  cold_start_s    process start to the end of the first train step, empty compilation cache
+  warm_start_s    the same, run again with the cache the cold run left
+  compile_s       per program (summary.json timings.programs) of the warm and the cold run
+  step_ms         per phase: median over the warm run's epochs of the epoch's train time / steps
+  pure_step_ms    per phase: the same compiled one-step program (steps_per_dispatch=1) called back
+                  to back on the epoch's batches (indices already on the device), one sync at the
+                  end; median of 3 epochs' worth
+  val_ms          one validation pass alone (the phase's compiled eval program, warm), median of 3
+  epoch_boundary_s  per phase: median over the warm run's epochs of end of last step -> start of
+                  the next epoch's first step (validation, metrics, checkpoint included)
+  total_s         the warm run's loop: first step to the last epoch's checkpoint written
+  ideal_s         sum over phases of steps x pure_step_ms, plus epochs x val_ms (the validation
+                  compute); total_s / ideal_s is the loop's fixed-cost factor
+  process_s       the warm run's process start to summary.json written (the result)
+Records carry config, metric, value, unit, the machine (CPU model) and versions.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CHEST = SHARED / "data" / "chest_xray_pneumonia"
+
+
+def cpu_model() -> str:
+  for line in Path("/proc/cpuinfo").read_text().splitlines():
+    if line.startswith("model name"):
+      return line.split(":", 1)[1].strip()
+  return platform.processor()
+
+
+def chest_manifest(path: Path) -> Path:
+  """A fixed subset of the shared chest X-ray train split as a jaxmed manifest."""
+  from jaxmed.data import manifest
+  classes, rows = ["NORMAL", "PNEUMONIA"], []
+  for c in classes:
+    files = sorted((CHEST / "train" / c).iterdir())
+    rows += [{"file": str(f), "label": c, "split": "train"} for f in files[:320]]
+    rows += [{"file": str(f), "label": c, "split": "val"} for f in files[320:384]]
+  manifest.write(path, classes, rows, source=str(CHEST), method={"benchmark": "fixed_costs"},
+                 force=True)
+  return path
+
+
+def case_overrides(name: str, scratch: Path) -> tuple[str, list[str]]:
+  if name == "demo":
+    return "demo", []
+  if name == "chest_xray_128":
+    return "chest_xray", [f"--config.data.root={CHEST}",
+                          f"--config.data.manifest={chest_manifest(scratch / 'chest.jsonl')}",
+                          "--config.data.image_size=128", "--config.frozen.epochs=1",
+                          "--config.finetune.epochs=2"]
+  if name == "lenet_32":
+    return "demo", ["--config.model.arch=lenet", "--config.model.weights=None",
+                    "--config.data.image_size=32", "--config.frozen.epochs=0",
+                    "--config.finetune.epochs=4"]
+  raise SystemExit(f"unknown case {name!r}")
+
+
+def scratch_cache(root: Path) -> Path:
+  """A JAXMED_CACHE with an empty compilation cache, sharing datasets and weights."""
+  from jaxmed.runtime.paths import cache_dir
+  real = cache_dir()
+  root.mkdir(parents=True)
+  for sub in ("datasets", "weights"):
+    (real / sub).mkdir(parents=True, exist_ok=True)
+    (root / sub).symlink_to(real / sub)
+  if (real / "xla_flags.json").exists():
+    shutil.copy(real / "xla_flags.json", root / "xla_flags.json")
+  return root
+
+
+def train_run(config: str, overrides: list[str], workdir: Path, cache: Path) -> dict:
+  """One `python -m jaxmed.train` run; its summary timings plus the start measured from here."""
+  env = dict(os.environ, JAXMED_CACHE=str(cache))
+  t0 = time.time()
+  subprocess.run([sys.executable, "-m", "jaxmed.train", "--config", config, "--workdir",
+                  str(workdir), *overrides], check=True, env=env, stdout=subprocess.DEVNULL)
+  wall = time.time() - t0
+  timings = json.loads((workdir / "summary.json").read_text())["timings"]
+  return {**timings, "start_s": timings["first_step_unix"] - t0, "wall_s": wall}
+
+
+def pure_steps(config: str, overrides: list[str], cache: Path) -> dict:
+  """Runs this file with --pure in a fresh process (same cache): pure step and validation times."""
+  env = dict(os.environ, JAXMED_CACHE=str(cache))
+  out = subprocess.run([sys.executable, __file__, "--pure", config, *overrides], check=True,
+                       env=env, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_pure(config_name: str, overrides: list[str]) -> dict:
+  """In this process: each phase's one-step program back to back, and a validation pass."""
+  import jax
+  import numpy as np
+  from jaxmed.runtime.cli import parse_config_flags
+  from jaxmed.training import loop
+  from jaxmed.training.job import prepare_job
+  from jaxmed.training.phase import PHASES, Phase, Position
+  config = parse_config_flags(["--config", config_name, *overrides], "fixed_costs").config
+  if "steps_per_dispatch" in config.train:
+    config.train.steps_per_dispatch = 1
+  loop.enable_compilation_cache()
+  job = prepare_job(config)
+  result = {}
+  for index, name in enumerate(p for p in PHASES if config[p].epochs > 0):
+    phase = Phase(job, name, index, Position(), jax.random.PRNGKey(0), None, None, None, None)
+    phase._compile()
+    batches = list(phase.feed.train_batches(1))
+    state = phase.state
+    for batch in batches[:3]:  # warm-up
+      state, m = phase.train_step(state, *batch, np.float32(1.0))
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(3):
+      t = time.perf_counter()
+      for batch in batches:
+        state, m = phase.train_step(state, *batch, np.float32(1.0))
+      jax.block_until_ready((state, m))
+      times.append((time.perf_counter() - t) / len(batches) * 1e3)
+    val = []
+    for _ in range(3):
+      t = time.perf_counter()
+      job.evaluate("val", state.params, state.batch_stats, phase.feed, phase.eval_step)
+      val.append((time.perf_counter() - t) * 1e3)
+    result[name] = {"pure_step_ms": statistics.median(times), "val_ms": statistics.median(val),
+                    "steps_per_epoch": job.steps_per_epoch}
+    job.params, job.batch_stats = state.params, state.batch_stats
+  return result
+
+
+def records_for(case: str, config: str, overrides, cold: dict, warm: dict, pure: dict) -> list:
+  rows = [("cold_start_s", cold["start_s"], "s"), ("warm_start_s", warm["start_s"], "s"),
+          ("cold_compile_s", cold["compile_s"], "s"), ("warm_compile_s", warm["compile_s"], "s")]
+  rows += [(f"compile_s[{p}]", v, "s") for p, v in warm["programs"].items()]
+  rows += [(f"cold_compile_s[{p}]", v, "s") for p, v in cold["programs"].items()]
+  ideal = 0.0
+  for phase, p in pure.items():
+    epochs = [e for e in warm["epochs"] if e["phase"] == phase]
+    step_ms = statistics.median(e["train_s"] / e["steps"] * 1e3 for e in epochs)
+    boundaries = [e["boundary_s"] for e in epochs if "boundary_s" in e]
+    rows += [(f"step_ms[{phase}]", step_ms, "ms"), (f"pure_step_ms[{phase}]", p["pure_step_ms"], "ms"),
+             (f"step_overhead_ms[{phase}]", step_ms - p["pure_step_ms"], "ms"),
+             (f"step_ratio[{phase}]", step_ms / p["pure_step_ms"], "x"),
+             (f"val_ms[{phase}]", p["val_ms"], "ms")]
+    if boundaries:
+      rows.append((f"epoch_boundary_s[{phase}]", statistics.median(boundaries), "s"))
+    ideal += sum(e["steps"] for e in epochs) * p["pure_step_ms"] / 1e3 + len(epochs) * p["val_ms"] / 1e3
+  rows += [("total_s", warm["loop_s"], "s"), ("ideal_s", ideal, "s"),
+           ("total_ratio", warm["loop_s"] / ideal, "x"),
+           ("after_training_s", warm.get("after_training_s"), "s"),
+           ("process_s", warm.get("process_s"), "s"), ("wall_s", warm["wall_s"], "s")]
+  return [{"case": case, "config": config, "overrides": overrides, "metric": m, "value": v,
+           "unit": u} for m, v, u in rows]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--json")
+  parser.add_argument("--cases", default="demo,chest_xray_128,lenet_32")
+  parser.add_argument("--pure", nargs=argparse.REMAINDER)
+  args = parser.parse_args()
+  if args.pure:
+    print(json.dumps(measure_pure(args.pure[0], args.pure[1:])))
+    return
+  from jaxmed.runtime import run_info
+  cases = args.cases.split(",")
+  if "chest_xray_128" in cases and not CHEST.is_dir():
+    print(f"skipping chest_xray_128: {CHEST} not found", file=sys.stderr)
+    cases.remove("chest_xray_128")
+  records, t_start = [], time.time()
+  with tempfile.TemporaryDirectory(prefix="fixed_costs_") as tmp:
+    tmp = Path(tmp)
+    for case in cases:
+      config, overrides = case_overrides(case, tmp)
+      cache = scratch_cache(tmp / f"cache_{case}")
+      cold = train_run(config, overrides, tmp / f"{case}_cold", cache)
+      warm = train_run(config, overrides, tmp / f"{case}_warm", cache)
+      pure = pure_steps(config, overrides, cache)
+      records += records_for(case, config, overrides, cold, warm, pure)
+      print(f"{case}: done ({time.time() - t_start:.0f} s so far)", file=sys.stderr)
+  import jax
+  context = {"machine": cpu_model(), "cores": os.cpu_count(), "backend": jax.default_backend(),
+             "versions": run_info.versions(), "date": datetime.date.today().isoformat(),
+             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+             "benchmark_s": time.time() - t_start}
+  for r in records:
+    r.update(machine=context["machine"], versions=context["versions"])
+  print(f"{context['machine']}, {context['cores']} cores, jax {context['versions']['jax']}, "
+        f"{context['date']}")
+  print(f"{'case':16s} {'metric':32s} {'value':>10s}")
+  for r in records:
+    value = "-" if r["value"] is None else f"{r['value']:.3f}"
+    print(f"{r['case']:16s} {r['metric']:32s} {value:>10s} {r['unit']}")
+  if args.json:
+    Path(args.json).write_text(json.dumps({"context": context, "records": records}, indent=1))
+
+
+if __name__ == "__main__":
+  main()
