@@ -19,7 +19,7 @@ Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the re
   step_ms         per phase: median over the warm run's epochs of the epoch's train time / steps
   pure_step_ms    per phase: the same compiled one-step program (steps_per_dispatch=1) called back
                   to back on the epoch's batches (indices already on the device), one sync at the
-                  end; median of 3 epochs' worth
+                  end; median of 3 epochs' worth, in a process with the command line's allocator
   val_ms          one validation pass alone (the phase's compiled eval program, warm), median of 3
   epoch_boundary_s  per phase: median over the warm run's epochs of end of last step -> start of
                   the next epoch's first step (validation, metrics, checkpoint included)
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("JAXMED_SHARED", REPO.parent / "shared"))  # ../shared by default
 CHEST = SHARED / "data" / "chest_xray_pneumonia"
 
 
@@ -187,6 +187,8 @@ def main():
   parser.add_argument("--pure", nargs=argparse.REMAINDER)
   args = parser.parse_args()
   if args.pure:
+    from jaxmed.runtime.platform import restart_with_fast_allocator
+    restart_with_fast_allocator()  # the allocator `python -m jaxmed.train` runs with
     print(json.dumps(measure_pure(args.pure[0], args.pure[1:])))
     return
   from jaxmed.runtime import run_info

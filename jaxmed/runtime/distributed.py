@@ -55,7 +55,8 @@ def say(message: str):
 
 
 def put(tree, sharding):
-  """jax.device_put(tree, sharding) for host values that are the same on every process.
+  """jax.device_put(tree, sharding) for host values that are the same on every process;
+  `sharding` is one for every leaf, or a tuple matching a tuple `tree`.
 
   With several processes, device_put of a host array onto devices of other processes first checks
   that every process passed the same value (an all-gather of the whole array: the dataset, every
@@ -64,13 +65,15 @@ def put(tree, sharding):
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
 
-  def place(x):
+  def place(x, sharding):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return jax.device_put(x, sharding)  # already global: at most a reshard
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
-  return jax.tree.map(place, tree)
+  if isinstance(sharding, tuple):
+    return tuple(put(part, s) for part, s in zip(tree, sharding, strict=True))
+  return jax.tree.map(lambda x: place(x, sharding), tree)
 
 
 def to_host(x) -> np.ndarray:
@@ -120,13 +123,15 @@ class StopAgreement:
   """
 
   def __init__(self, every: int = 5):
-    self.every = every
+    self.every, self.last = every, None
 
   def __call__(self, stop_requested, step: int) -> bool:
+    """Called after each dispatch (of one step or a block of them) with the global step."""
     if jax.process_count() == 1:
       return bool(stop_requested)
-    if step % self.every:
+    if self.last is not None and step - self.last < self.every:  # every process sees these steps
       return False
+    self.last = step
     flags = multihost_utils.process_allgather(np.bool_(bool(stop_requested)))
     return bool(np.any(flags))
 

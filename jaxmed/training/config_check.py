@@ -171,6 +171,7 @@ RULES = [
     Rule("train.balanced_sampling", _flag),
     Rule("train.compilation_cache", _flag),
     Rule("train.cache_features", _flag),
+    Rule("train.steps_per_dispatch", _integer(1, 1024)),  # phase.Phase (lax.scan block length)
 ]
 for _phase in PHASES:
   RULES += [

@@ -51,6 +51,16 @@ def choose(data_config, num_images: int) -> dict:
           "budget_mb": budget_mb}
 
 
+def stack_block(rows: list, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """`rows` (at most `size` arrays of one shape) stacked on a new leading axis and padded with
+  zeros to `size`, and which rows are real: the arguments of a block of steps."""
+  if not 0 < len(rows) <= size:
+    raise ValueError(f"a block holds 1 to {size} steps, got {len(rows)}")
+  block = np.zeros((size, *np.shape(rows[0])), np.asarray(rows[0]).dtype)
+  block[:len(rows)] = rows
+  return block, np.arange(size) < len(rows)
+
+
 def make_feed(path: str, splits: dict, mesh, config, batch_size: int):
   if path == "resident":
     return ResidentFeed(splits, mesh, config, batch_size)
@@ -70,6 +80,8 @@ class ResidentFeed:
     self.splits, self.batch_size, self.eval_batch = splits, batch_size, config.train.eval_batch_size
     self.seed, self.balanced = config.seed, config.train.get("balanced_sampling", False)
     self.sharded = NamedSharding(mesh, P("data"))
+    self.block_sharded = NamedSharding(mesh, P(None, "data"))  # (K, B): each step's batch split
+    self.replicated = NamedSharding(mesh, P())
     offsets = np.cumsum([0] + [len(v) for v in splits.values()])
     self.ranges = {name: np.arange(offsets[i], offsets[i + 1], dtype=np.int32)
                    for i, name in enumerate(splits)}
@@ -85,12 +97,32 @@ class ResidentFeed:
   def example_eval_batch(self) -> tuple:
     return self.images, self.put_index(np.zeros(self.eval_batch, np.int32))
 
-  def train_batches(self, epoch: int, start_step: int = 0):
-    """Arguments after `state` for each step of the epoch from `start_step` on."""
+  def example_block(self, size: int) -> tuple:
+    return (self.images, self.labels, *self.put_block([np.zeros(self.batch_size, np.int32)], size))
+
+  def host_steps(self, epoch: int, start_step: int = 0):
+    """Each step's batch indices (host numpy) for the epoch from `start_step` on."""
     batches = sampling.epoch_batches(self.seed, epoch, self.splits["train"].labels,
                                      self.batch_size, self.balanced, start_step)
-    for batch in batches + self.ranges["train"][0]:
-      yield self.images, self.labels, self.put_index(batch.astype(np.int32))
+    return iter((batches + self.ranges["train"][0]).astype(np.int32))
+
+  def step_args(self, host_step) -> tuple:
+    """Arguments after `state` of the one-step program."""
+    return self.images, self.labels, self.put_index(host_step)
+
+  def block_args(self, host_steps: list, size: int) -> tuple:
+    """Arguments after `state` (and before lr_scale) of a block of `size` steps."""
+    return (self.images, self.labels, *self.put_block(host_steps, size))
+
+  def train_batches(self, epoch: int, start_step: int = 0):
+    """Arguments after `state` for each step of the epoch from `start_step` on."""
+    return (self.step_args(s) for s in self.host_steps(epoch, start_step))
+
+  def put_block(self, host_steps: list, size: int) -> tuple:
+    """(block indices (size, B), active (size,)) on the device in one transfer; rows past the
+    given steps are padding (index 0, inactive)."""
+    index, active = stack_block(host_steps, size)
+    return tuple(distributed.put((index, active), (self.block_sharded, self.replicated)))
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     """(logits, labels) of a split."""
@@ -117,6 +149,8 @@ class StreamFeed:
     self.seed, self.balanced = config.seed, config.train.get("balanced_sampling", False)
     self.image_size, self.options = config.data.image_size, options
     self.sharded = NamedSharding(mesh, P("data"))
+    self.block_sharded = NamedSharding(mesh, P(None, "data"))
+    self.replicated = NamedSharding(mesh, P())
     listed = "\n".join(p for v in splits.values() for p in v.paths).encode()
     distributed.assert_same_everywhere(np.frombuffer(listed, np.uint8), what="file lists")
     self.unreadable = []  # files found undecodable while streaming, for data.skipped_files
@@ -127,12 +161,30 @@ class StreamFeed:
   def example_eval_batch(self) -> tuple:
     return (self._put(self._zeros(self.eval_batch)),)
 
-  def train_batches(self, epoch: int, start_step: int = 0):
+  def example_block(self, size: int) -> tuple:
+    return self.block_args([(self._zeros(self.batch_size), np.zeros(self.batch_size, np.int32))],
+                           size)
+
+  def host_steps(self, epoch: int, start_step: int = 0):
+    """Each step's decoded (images, labels) for the epoch from `start_step` on."""
     from jaxmed.data import stream
     for batch in stream.train_batches(self.splits["train"], self.seed, epoch, self.batch_size,
                                       self.image_size, self.options, self.balanced, start_step):
       self._note_unreadable(batch)
-      yield self._put(batch["image"]), self._put(batch["label"])
+      yield batch["image"], batch["label"]
+
+  def step_args(self, host_step) -> tuple:
+    return self._put(host_step[0]), self._put(host_step[1])
+
+  def block_args(self, host_steps: list, size: int) -> tuple:
+    """The block's images (size, B, H, W, 3), labels and active flags, in one transfer."""
+    images, active = stack_block([s[0] for s in host_steps], size)
+    labels, _ = stack_block([s[1] for s in host_steps], size)
+    return tuple(distributed.put((images, labels, active),
+                                 (self.block_sharded, self.block_sharded, self.replicated)))
+
+  def train_batches(self, epoch: int, start_step: int = 0):
+    return (self.step_args(s) for s in self.host_steps(epoch, start_step))
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     """(logits, labels) of a split's decodable images; the last batch is padded to one shape."""
@@ -191,9 +243,21 @@ class FeatureFeed:
   def example_eval_batch(self) -> tuple:
     return self.features, self.resident.put_index(np.zeros(self.resident.eval_batch, np.int32))
 
+  def example_block(self, size: int) -> tuple:
+    return (self.features, self.resident.labels,
+            *self.resident.put_block([np.zeros(self.resident.batch_size, np.int32)], size))
+
+  def host_steps(self, epoch: int, start_step: int = 0):
+    return self.resident.host_steps(epoch, start_step)
+
+  def step_args(self, host_step) -> tuple:
+    return self.features, self.resident.labels, self.resident.put_index(host_step)
+
+  def block_args(self, host_steps: list, size: int) -> tuple:
+    return (self.features, self.resident.labels, *self.resident.put_block(host_steps, size))
+
   def train_batches(self, epoch: int, start_step: int = 0):
-    for _, labels, index in self.resident.train_batches(epoch, start_step):
-      yield self.features, labels, index
+    return (self.step_args(s) for s in self.host_steps(epoch, start_step))
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     def step(p, bs, features, index):

@@ -19,6 +19,7 @@ from jaxmed.runtime import distributed
 from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.distributed import say
 from jaxmed.training import input_path, losses
+from jaxmed.training.compile_ahead import Compiling
 
 
 @dataclasses.dataclass
@@ -38,11 +39,12 @@ class Job:
   steps_per_epoch: int
   class_weights: object    # np.ndarray or None
   augment: object          # the compiled-in augmenter or None
-  eval_step: object        # compiled eval step of `feed`
+  eval_step: object        # compiled eval step of `feed` (compile_ahead.Compiling)
   timings: dict
   # perf_counter() when the last step of the previous epoch was known finished (epoch boundary)
   last_step_end: float | None = None
   train_started: float | None = None  # perf_counter() at this process's first train step
+  ahead: dict = dataclasses.field(default_factory=dict)  # name -> compile_ahead.Compiling
 
   def evaluate(self, split_name: str, params, batch_stats, feed=None, eval_step=None) -> dict:
     """Loss and metrics of one split (`feed`/`eval_step`: a phase's own, e.g. cached features)."""
@@ -140,11 +142,9 @@ def prepare_job(config) -> Job:
   if config.get("augment"):
     from jaxmed.augment import make_augmenter
     augment = make_augmenter(config.augment)
-  t_compile = time.perf_counter()
-  eval_step = feed.make_eval_step(model).lower(
-      params, batch_stats, *feed.example_eval_batch()).compile()
-  timings["programs"]["eval"] = time.perf_counter() - t_compile
-  timings["compile_s"] += timings["programs"]["eval"]
+  # Compiled in the background: a frozen phase on cached features needs it only at its end.
+  eval_step = Compiling("eval", lambda: feed.make_eval_step(model).lower(
+      params, batch_stats, *feed.example_eval_batch()), timings)
   return Job(config, classes, splits, data_record, mesh, replicated, feed, model,
              get_architecture(config.model.arch).num_stages, params, batch_stats, batch_size,
              len(train_split) // batch_size, weights, augment, eval_step, timings)

@@ -19,7 +19,8 @@ from jaxmed.runtime.interrupts import catch_stop_signals
 from jaxmed.training import checkpoint
 from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
-from jaxmed.training.phase import PHASES, Phase, Position, TrainingDiverged, TrainingStopped  # noqa: F401
+from jaxmed.training.phase import (PHASES, Phase, Position, TrainingDiverged,  # noqa: F401
+                                   TrainingStopped, compile_ahead)
 from jaxmed.training.workdir import (clear_run_files, prepare_workdir, read_history,
                                      undo_on_failure, write_json_atomic)
 
@@ -53,7 +54,9 @@ def enable_compilation_cache():
   """JAX's persistent cache: a second run of the same config skips most of its compile time."""
   from jaxmed.runtime.paths import cache_dir
   jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  # Every program, however quick to compile: small ones (a head's step, LeNet's) still cost
+  # tracing plus a compile that the cache turns into a read.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def fit(config, workdir=None, *, config_name: str = "config",
@@ -113,8 +116,12 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
     stack.callback(log.close)
     position, rng = Position(), jax.random.PRNGKey(config.seed + 1)
     params, batch_stats = job.params, job.batch_stats
+    to_run = [p for p in PHASES if config[p].epochs > 0]
+    first = resume["phase_index"] if resume else 0
+    for name in to_run[first + 1:]:  # later phases' train steps compile while the first trains
+      job.ahead[f"train_{name}"] = compile_ahead(job, name)
     with catch_stop_signals() as stop:  # only while training: a stop then saves a checkpoint
-      for index, name in enumerate(p for p in PHASES if config[p].epochs > 0):
+      for index, name in enumerate(to_run):
         if resume and index < resume["phase_index"]:
           continue
         job.params, job.batch_stats = params, batch_stats

@@ -3,6 +3,7 @@ step, then epochs of steps, each ended by validation, metrics and a checkpoint. 
 records the data position (phase, epoch, step in epoch), so a killed run resumes mid-epoch."""
 
 import dataclasses
+import itertools
 import time
 
 import jax
@@ -13,6 +14,7 @@ from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
 from jaxmed.runtime.progress import Progress, format_seconds
 from jaxmed.training import callbacks, checkpoint, input_path, optim
+from jaxmed.training import compile_ahead as compile_ahead_lib
 from jaxmed.training.steps import StepOptions, TrainState
 
 PHASES = ("frozen", "finetune")
@@ -37,13 +39,10 @@ class EpochSums:
   correct: int = 0
   steps: int = 0
 
-  def plus(self, step_losses, step_correct, check) -> "EpochSums":
-    """These sums plus the given steps' (one device fetch; `check` sees the losses first)."""
-    losses = np.asarray(jax.device_get(step_losses), np.float64)
-    check(losses)
-    return EpochSums(self.loss + float(losses.sum()),
-                     self.correct + int(np.sum(jax.device_get(step_correct))),
-                     self.steps + len(losses))
+  def plus(self, losses: np.ndarray, correct: np.ndarray) -> "EpochSums":
+    """These sums plus the given steps' (host values)."""
+    return EpochSums(self.loss + float(np.sum(losses, dtype=np.float64)),
+                     self.correct + int(np.sum(correct)), self.steps + len(losses))
 
   def as_list(self) -> list:  # the checkpoint's `train_sums`
     return [self.loss, self.correct, self.steps]
@@ -96,6 +95,46 @@ def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
         f"values, or mixed precision overflow. {kept}")
 
 
+def phase_optimizer(job, name: str) -> tuple:
+  """(step options, trainable/frozen label tree, optax transform, schedule) of a phase."""
+  options = phase_options(job.config, name, job.num_stages)
+  labels_tree = optim.param_labels(job.params, job.config.model.arch,
+                                   None if name == "frozen" else options.trainable_from)
+  tx, schedule = optim.make_optimizer(job.config[name], labels_tree, job.steps_per_epoch)
+  return options, labels_tree, tx, schedule
+
+
+def initial_state(job, tx, global_step: int, rng) -> TrainState:
+  return TrainState(step=jnp.asarray(global_step), params=job.params, batch_stats=job.batch_stats,
+                    opt_state=tx.init(job.params), rng=rng)
+
+
+def steps_per_dispatch(job) -> int:
+  """train.steps_per_dispatch, no longer than an epoch."""
+  return max(1, min(int(job.config.train.get("steps_per_dispatch", 1)), job.steps_per_epoch))
+
+
+def train_program(feed, job, tx, options: StepOptions, block: int, state):
+  """The phase's train step (one step, or a block of `block`) lowered for `state`."""
+  step = feed.make_train_step(job.model, tx, options, job.class_weights, job.augment, block)
+  example = feed.example_batch() if block == 1 else feed.example_block(block)
+  return step.lower(state, *example, np.float32(1.0))
+
+
+def compile_ahead(job, name: str) -> compile_ahead_lib.Compiling:
+  """A later phase's train step, compiled in the background from the shapes of its state (that
+  phase starts from the parameters the earlier one leaves, of the same shapes and placement)."""
+  options, _, tx, _ = phase_optimizer(job, name)
+
+  def lower():
+    shapes = jax.eval_shape(lambda rng: initial_state(job, tx, 0, rng), jax.random.PRNGKey(0))
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=job.replicated,
+                                                        weak_type=s.weak_type), shapes)
+    return train_program(job.feed, job, tx, options, steps_per_dispatch(job), state)
+
+  return compile_ahead_lib.Compiling(f"train_{name}", lower, job.timings)
+
+
 class Phase:
   """Runs one phase of `job` from a fresh start or from the checkpoint meta `resume`."""
 
@@ -104,16 +143,13 @@ class Phase:
     self.job, self.name, self.index, self.position = job, name, index, position
     self.ckpt, self.log, self.stop = ckpt, log, stop
     self.config = job.config[name]
-    self.options = phase_options(job.config, name, job.num_stages)
-    self.labels_tree = optim.param_labels(job.params, job.config.model.arch,
-                                          None if name == "frozen" else self.options.trainable_from)
-    self.tx, self.schedule = optim.make_optimizer(self.config, self.labels_tree, job.steps_per_epoch)
+    self.options, self.labels_tree, self.tx, self.schedule = phase_optimizer(job, name)
     self.plateau, self.early = make_callbacks(self.config)
     self.agree_to_stop = distributed.StopAgreement()  # all processes checkpoint at one step
-    self.state = distributed.put(TrainState(
-        step=jnp.asarray(position.global_step), params=job.params, batch_stats=job.batch_stats,
-        opt_state=self.tx.init(job.params), rng=rng), job.replicated)
+    self.state = distributed.put(initial_state(job, self.tx, position.global_step, rng),
+                                 job.replicated)
     self.start_epoch, self.start_step, self.sums, self.stopped = 1, 0, EpochSums(), False
+    self.block = steps_per_dispatch(job)
     if resume:  # this is the phase the checkpoint was written in
       self._restore()
 
@@ -155,10 +191,13 @@ class Phase:
       job.timings["features_s"] = time.perf_counter() - t_features
       say(f"phase frozen trains the head on cached backbone features ({self.feed.nbytes / 2**20:.1f}"
           f" MB, computed in {format_seconds(job.timings['features_s'])}; train.cache_features)")
+    ahead = job.ahead.pop(f"train_{self.name}", None)
+    if ahead is not None and self.feed is job.feed:  # compiled in the background meanwhile
+      self.train_step = ahead.result()
+      return
     t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
-    self.train_step = self.feed.make_train_step(
-        job.model, self.tx, self.options, job.class_weights, job.augment).lower(
-            self.state, *self.feed.example_batch(), np.float32(1.0)).compile()
+    self.train_step = train_program(self.feed, job, self.tx, self.options, self.block,
+                                    self.state).compile()
     job.timings["programs"][f"train_{self.name}"] = time.perf_counter() - t_compile
     job.timings["compile_s"] += time.perf_counter() - t_compile
 
@@ -178,53 +217,81 @@ class Phase:
       self._train_epoch(epoch_in_phase)
     return self.state
 
-  def _check(self, first_step: int):
-    return lambda losses: check_finite(losses, first_step, self.name, self.position.epoch + 1,
-                                       self.ckpt)
+  def dispatches(self, start_step: int, every: int) -> list[tuple[int, int]]:
+    """The epoch's steps from `start_step` as (first, stop) ranges of at most `self.block` steps,
+    one dispatch each; a range also ends where a mid-epoch checkpoint is due (each
+    `checkpoint_every_steps` global steps), so checkpoints fall at the same steps for every K."""
+    ranges, first, step = [], start_step, self.position.global_step
+    while first < self.job.steps_per_epoch:
+      stop = min(self.job.steps_per_epoch, first + self.block)
+      if every:
+        stop = min(stop, first + every - step % every)
+      ranges.append((first, stop))
+      step += stop - first
+      first = stop
+    return ranges
 
   def _train_epoch(self, epoch_in_phase: int):
     job, pos = self.job, self.position
-    total_epochs = job.config.frozen.epochs + job.config.finetune.epochs
     every = job.config.train.get("checkpoint_every_steps", 0)
     t_epoch = time.perf_counter()
     scale = np.float32(self.plateau.scale if self.plateau else 1.0)
-    step_losses, step_correct = [], []
-    # The epoch's batches from start_step on: the data position saved in each checkpoint.
-    for i, batch in enumerate(self.feed.train_batches(pos.epoch + 1, self.start_step), self.start_step):
-      if i == self.start_step:
+    sums, in_flight = self.sums, []  # in_flight: dispatched, not yet read (metrics, steps, first)
+    # Read the metrics of all dispatches but the newest, so the device always has work queued;
+    # with one step per dispatch, every 5 steps (a read waits for the steps it reads).
+    read_after = max(2, 5 // self.block + 1)
+    host_steps = self.feed.host_steps(pos.epoch + 1, self.start_step)  # the saved data position
+    for first, stop in self.dispatches(self.start_step, every):
+      batch = list(itertools.islice(host_steps, stop - first))
+      if first == self.start_step:
         self._note_epoch_start()
-      self.state, step_metrics = self.train_step(self.state, *batch, scale)
+      args = (self.feed.step_args(batch[0]) if self.block == 1 else
+              self.feed.block_args(batch, self.block))
+      self.state, metrics = self.train_step(self.state, *args, scale)
+      for value in metrics.values():
+        value.copy_to_host_async()  # read later without waiting for a transfer
+      in_flight.append((metrics, stop - first, pos.global_step))
+      pos.global_step += stop - first
       if "first_step_s" not in job.timings:  # measured once (one extra wait): time to first step
-        jax.block_until_ready(step_metrics)
+        jax.block_until_ready(metrics)
         job.timings["first_step_s"] = run_info.process_age_s()
         job.timings["first_step_unix"] = time.time()
-      step_losses.append(step_metrics["loss"])
-      step_correct.append(step_metrics["correct"])
-      pos.global_step += 1
-      if i % 5 == 0 or i == job.steps_per_epoch - 1:  # reading the loss waits for the step
-        check_finite(step_losses[-5:], pos.global_step - min(5, len(step_losses)), self.name,
-                     pos.epoch + 1, self.ckpt)
-        done = (epoch_in_phase - 1) * job.steps_per_epoch + i + 1
-        self.progress.update(f"epoch {pos.epoch + 1}/{total_epochs} ({self.name})", done,
-                             float(step_metrics["loss"]))
+      if len(in_flight) >= read_after:
+        sums = self._read(in_flight[:-1], sums, epoch_in_phase)
+        in_flight = in_flight[-1:]
       stop_now = self.agree_to_stop(self.stop, pos.global_step)
-      if stop_now or (every and pos.global_step % every == 0 and i < job.steps_per_epoch - 1):
-        first = pos.global_step - len(step_losses)
-        partial = self.sums.plus(step_losses, step_correct, self._check(first))
-        self.ckpt.save_latest(pos.global_step, self.state, self.meta(epoch_in_phase - 1, i + 1, partial))
+      if stop_now or (every and pos.global_step % every == 0 and stop < job.steps_per_epoch):
+        sums, in_flight = self._read(in_flight, sums, epoch_in_phase), []  # no NaN saved
+        self.ckpt.save_latest(pos.global_step, self.state, self.meta(epoch_in_phase - 1, stop, sums))
         if stop_now:
           self.ckpt.wait()
           self.progress.newline()
           raise TrainingStopped(self.stop.signal or 15, pos.global_step)
-    first = pos.global_step - len(step_losses)
-    sums = self.sums.plus(step_losses, step_correct, self._check(first))
-    job.last_step_end = time.perf_counter()  # the fetch above waited for the last step
+    sums = self._read(in_flight, sums, epoch_in_phase)
+    job.last_step_end = time.perf_counter()  # the read above waited for the last step
     train_s = job.last_step_end - t_epoch
     job.timings["train_s"] += train_s
     pos.epoch += 1
     self.start_step, self.sums = 0, EpochSums()
     self.progress.newline()
     self._end_epoch(epoch_in_phase, sums, train_s, scale)
+
+  def _read(self, dispatched: list, sums: EpochSums, epoch_in_phase: int) -> EpochSums:
+    """Fetches dispatched steps' losses and correct counts (padding dropped), checks the losses
+    are finite, shows progress; returns the sums with them added."""
+    if not dispatched:
+      return sums
+    fetched = jax.device_get([metrics for metrics, _, _ in dispatched])
+    for (_, steps, first), values in zip(dispatched, fetched):
+      losses = np.atleast_1d(values["loss"])[:steps]
+      check_finite(losses, first, self.name, self.position.epoch + 1, self.ckpt)
+      sums = sums.plus(losses, np.atleast_1d(values["correct"])[:steps])
+    job = self.job
+    total_epochs = job.config.frozen.epochs + job.config.finetune.epochs
+    done = (epoch_in_phase - 1) * job.steps_per_epoch + sums.steps
+    self.progress.update(f"epoch {self.position.epoch + 1}/{total_epochs} ({self.name})", done,
+                         float(losses[-1]))
+    return sums
 
   def _note_epoch_start(self):
     """Adds this epoch to timings['epochs']; the previous one gets its boundary time."""

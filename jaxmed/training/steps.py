@@ -71,29 +71,74 @@ def _train_on_batch(model, tx, options: StepOptions, class_weights, augment, app
     correct = jnp.sum(jnp.argmax(logits, -1) == y)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
-    return new_state, {"loss": loss, "correct": correct}
+    return new_state, _step_metrics(loss, correct)
 
   return step
 
 
-def make_train_step(model, tx, options: StepOptions, class_weights=None,
-                    augment: Optional[Callable] = None):
-  """Returns step(state, images, labels, batch_index, lr_scale) -> (state, metrics), jitted with
-  the state donated; the batch is images[batch_index] gathered on the device. `lr_scale`
-  (reduce-on-plateau) multiplies the updates; it is an input, so changing it does not recompile."""
-  inner = _train_on_batch(model, tx, options, class_weights, augment)
+def _step_metrics(loss, correct) -> dict:
+  return {"loss": loss.astype(jnp.float32), "correct": correct.astype(jnp.int32)}
 
+
+def steps_in_one_dispatch(one_step, num_fixed: int):
+  """Several steps per dispatch (Keras' steps_per_execution): returns
+  block(state, *fixed, *stacked, active, lr_scale) -> (state, metrics with a leading K axis),
+  which runs one_step(state, *fixed, *[a[k] for a in stacked], lr_scale) for k = 0..K-1 under
+  lax.scan. `fixed` are the arguments every step shares (the resident images); `stacked` hold
+  each step's own (batch indices, or the batch itself) on a leading axis of length K. Steps with
+  active[k] False are skipped (state unchanged, metrics zero): they pad a block that a checkpoint
+  or the epoch's end cuts short, so one compiled program serves every block. The step counter,
+  hence each step's random keys, advances only on active steps, as with one step per dispatch."""
+
+  def block(state, *args):
+    fixed, stacked, active, lr_scale = args[:num_fixed], args[num_fixed:-2], args[-2], args[-1]
+
+    def body(state, xs):
+      *step_args, on = xs
+
+      def run(state):
+        return one_step(state, *fixed, *step_args, lr_scale)
+
+      def skip(state):
+        return state, _step_metrics(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+
+      return jax.lax.cond(on, run, skip, state)
+
+    return jax.lax.scan(body, state, (*stacked, active))
+
+  return block
+
+
+def _gathering(inner):
   def step(state, images, labels, batch_index, lr_scale):
     return inner(state, images[batch_index], labels[batch_index], lr_scale)
+  return step
 
-  return jax.jit(step, donate_argnums=(0,))
+
+def _jit_steps(one_step, num_fixed: int, steps_per_dispatch: int):
+  if steps_per_dispatch == 1:  # today's program, one step per call
+    return jax.jit(one_step, donate_argnums=(0,))
+  return jax.jit(steps_in_one_dispatch(one_step, num_fixed), donate_argnums=(0,))
+
+
+def make_train_step(model, tx, options: StepOptions, class_weights=None,
+                    augment: Optional[Callable] = None, steps_per_dispatch: int = 1):
+  """Returns step(state, images, labels, batch_index, lr_scale) -> (state, metrics), jitted with
+  the state donated; the batch is images[batch_index] gathered on the device. `lr_scale`
+  (reduce-on-plateau) multiplies the updates; it is an input, so changing it does not recompile.
+  With steps_per_dispatch K > 1: block(state, images, labels, block_index (K, B), active (K,),
+  lr_scale), see steps_in_one_dispatch."""
+  inner = _train_on_batch(model, tx, options, class_weights, augment)
+  return _jit_steps(_gathering(inner), 2, steps_per_dispatch)
 
 
 def make_batch_train_step(model, tx, options: StepOptions, class_weights=None,
-                          augment: Optional[Callable] = None):
+                          augment: Optional[Callable] = None, steps_per_dispatch: int = 1):
   """Returns step(state, batch_images, batch_labels, lr_scale) -> (state, metrics): the same step
-  as make_train_step, fed the batch itself (the streaming input path)."""
-  return jax.jit(_train_on_batch(model, tx, options, class_weights, augment), donate_argnums=(0,))
+  as make_train_step, fed the batch itself (the streaming input path); with K > 1,
+  block(state, images (K, B, ...), labels (K, B), active (K,), lr_scale)."""
+  return _jit_steps(_train_on_batch(model, tx, options, class_weights, augment), 0,
+                    steps_per_dispatch)
 
 
 def _logits(model, params, batch_stats, x):
@@ -121,7 +166,8 @@ def make_features_step(model):
       method="pooled_features"))
 
 
-def make_feature_train_step(model, tx, options: StepOptions, class_weights=None, augment=None):
+def make_feature_train_step(model, tx, options: StepOptions, class_weights=None, augment=None,
+                            steps_per_dispatch: int = 1):
   """make_train_step's signature with features in place of images; the same loss and update
   as the full step of a frozen backbone, whose parameters get zero gradients either way."""
   if augment is not None:
@@ -133,11 +179,7 @@ def make_feature_train_step(model, tx, options: StepOptions, class_weights=None,
     return logits, batch_stats
 
   inner = _train_on_batch(model, tx, options, class_weights, None, head_apply)
-
-  def step(state, features, labels, batch_index, lr_scale):
-    return inner(state, features[batch_index], labels[batch_index], lr_scale)
-
-  return jax.jit(step, donate_argnums=(0,))
+  return _jit_steps(_gathering(inner), 2, steps_per_dispatch)
 
 
 def make_feature_eval_step(model):
