@@ -125,7 +125,7 @@ def measure_pure(config_name: str, overrides: list[str]) -> dict:
   from jaxmed.training.phase import PHASES, Phase, Position
   config = parse_config_flags(["--config", config_name, *overrides], "fixed_costs").config
   if "steps_per_dispatch" in config.train:
-    config.train.steps_per_dispatch = 1
+    config.train.steps_per_dispatch = "1"
   loop.enable_compilation_cache()
   job = prepare_job(config)
   result = {}

@@ -56,8 +56,9 @@ def get_config():
   c.train.compilation_cache = True  # JAX persistent cache in $JAXMED_CACHE/xla
   c.train.checkpoint_every_steps = 50  # besides every epoch: what a preempted run loses at most
   # Train steps per dispatch (Keras' steps_per_execution): a lax.scan over K batches, one host
-  # round trip per K steps; 1 dispatches every step. Same training for any K.
-  c.train.steps_per_dispatch = 8
+  # round trip per K steps. Same training for any K. 'auto': 1 on CPU (XLA:CPU runs convolution
+  # gradients in a loop body far slower), 8 on GPU/TPU (jaxmed/training/phase.py).
+  c.train.steps_per_dispatch = "auto"
   # Frozen phase without augmentation: run the backbone once per image and train the head on
   # the cached features (same result, a fraction of the time). Ignored when augmenting.
   c.train.cache_features = True

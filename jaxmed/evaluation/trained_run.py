@@ -49,9 +49,9 @@ def load_run(workdir: str | Path, which: str = "best") -> LoadedRun:
     manager = ckpt.best if which == "best" and ckpt.best.latest_step() is not None else ckpt.latest
     if manager.latest_step() is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint in {manager.directory}")
-    if manager is ckpt.latest:  # the full train state: take its model part
-      state, _ = _restore_model_from_latest(manager, like)
-    else:
+    if manager is ckpt.latest and "layout" not in (ckpt.latest_meta() or {}):
+      state, _ = _restore_model_from_latest(manager, like)  # an unpacked full train state
+    else:  # the model part of a packed train state, or the best checkpoint
       state, _ = checkpoint.restore(manager, like)
   finally:
     ckpt.close()

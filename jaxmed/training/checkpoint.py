@@ -10,11 +10,51 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxmed.runtime import distributed
 
-def host_copy(tree):
-  """Owned numpy copies: orbax writes in the background while the next step donates (reuses)
-  the device buffers, so it must not read them."""
-  return jax.tree.map(lambda x: np.array(x, copy=True), tree)
+
+def _names(path) -> tuple[str, ...]:
+  """A leaf's path as plain names: a TrainState field and a dict key of the same name match."""
+  return tuple(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def pack(tree) -> tuple[dict, list]:
+  """The tree's leaves as one flat numpy array per dtype, and the layout to unpack them.
+
+  One owned host copy (orbax writes in the background while the next step donates, i.e. reuses,
+  the device buffers), and a handful of arrays instead of hundreds: orbax's cost per save grows
+  with the number of arrays (measured 2026-12-02: 170-350 ms of CPU per save of 300 small arrays,
+  which on a 2-core machine slowed the next epoch's steps)."""
+  parts, layout = {}, []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    array = np.asarray(leaf)  # a view of a CPU device buffer; the concatenation below copies
+    parts.setdefault(array.dtype.name, []).append(array.reshape(-1))
+    layout.append(["/".join(_names(path)), array.dtype.name, list(array.shape)])
+  return {dtype: np.concatenate(arrays) for dtype, arrays in parts.items()}, layout
+
+
+def unpack(packed: dict, layout: list) -> dict:
+  """{'/'-joined leaf path: numpy array} from pack()'s output."""
+  offsets, leaves = dict.fromkeys(packed, 0), {}
+  for name, dtype, shape in layout:
+    size = int(np.prod(shape, dtype=np.int64))
+    start = offsets[dtype]
+    leaves[name] = np.asarray(packed[dtype][start:start + size]).reshape(shape)
+    offsets[dtype] = start + size
+  return leaves
+
+
+def _fill(like, leaves: dict, where: str):
+  """`like`'s structure with each leaf taken from `leaves` by path, placed as like's leaf is."""
+  def take(path, leaf):
+    name = "/".join(_names(path))
+    if name not in leaves or tuple(leaves[name].shape) != tuple(leaf.shape):
+      raise ValueError(f"{where}: the checkpoint does not hold {name} {tuple(leaf.shape)}; it "
+                       f"was written by another model or config")
+    value = leaves[name].astype(leaf.dtype)
+    sharding = getattr(leaf, "sharding", None)
+    return distributed.put(value, sharding) if sharding is not None else value
+  return jax.tree_util.tree_map_with_path(take, like)
 
 
 def _options(name: str, read_only: bool) -> ocp.CheckpointManagerOptions:
@@ -52,9 +92,10 @@ class Checkpoints:
 
   def save_latest(self, step: int, state, meta: dict):
     # best_value rides along so that a run resumed from a mid-epoch checkpoint still knows it.
-    meta = {**meta, "best_value": self.best_value}
+    packed, layout = pack(state)
+    meta = {**meta, "best_value": self.best_value, "layout": layout}
     self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_copy(state)), meta=ocp.args.JsonSave(meta)))
+        state=ocp.args.StandardSave(packed), meta=ocp.args.JsonSave(meta)))
 
   def save(self, step: int, state, meta: dict, metrics: dict) -> bool:
     """Saves `latest`, and `best` when metrics[self.metric] improved. Returns whether it did."""
@@ -62,9 +103,10 @@ class Checkpoints:
     improved = value is not None and self.is_better(value)
     if improved:
       self.best_value = value
-      model = host_copy({"params": state.params, "batch_stats": state.batch_stats})
+      packed, layout = pack({"params": state.params, "batch_stats": state.batch_stats})
       self.best.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(model), meta=ocp.args.JsonSave({**meta, **metrics})))
+          state=ocp.args.StandardSave(packed),
+          meta=ocp.args.JsonSave({**meta, **metrics, "layout": layout})))
     self.save_latest(step, state, meta)
     return improved
 
@@ -85,11 +127,22 @@ class Checkpoints:
 
 
 def restore(manager: ocp.CheckpointManager, like) -> tuple[object, dict]:
-  """Restores (state, meta) of the manager's newest step into the structure of `like`."""
+  """Restores (state, meta) of the manager's newest step into the structure of `like`, which may
+  also be part of what was saved: {'params', 'batch_stats'} of a full train state."""
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-  return restored.state, restored.meta
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  if "layout" not in meta:  # written before checkpoints were packed: one array per leaf
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+  state = _fill(like, read_leaves(manager, step, meta), str(manager.directory))
+  return state, {k: v for k, v in meta.items() if k != "layout"}
+
+
+def read_leaves(manager: ocp.CheckpointManager, step: int, meta: dict) -> dict:
+  """{'/'-joined leaf path: numpy array} of a packed checkpoint."""
+  packed = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+  return unpack(packed, meta["layout"])

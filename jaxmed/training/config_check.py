@@ -70,6 +70,15 @@ def _number(lo, hi=None, *, lo_open=False, hi_open=False):
   return check
 
 
+def _steps_per_dispatch(v):
+  """'auto' or an integer in [1, 1024], also as the string the command line gives for a
+  str field ('8')."""
+  if v == "auto" or (_is_int(v) and 1 <= v <= 1024) or (
+      isinstance(v, str) and v.isdigit() and 1 <= int(v) <= 1024):
+    return None
+  return "must be 'auto' or an integer in [1, 1024]"
+
+
 def _did_you_mean(value, options) -> str:
   best = nearest(value, options)
   return f" (did you mean {best!r}?)" if best else ""
@@ -171,7 +180,7 @@ RULES = [
     Rule("train.balanced_sampling", _flag),
     Rule("train.compilation_cache", _flag),
     Rule("train.cache_features", _flag),
-    Rule("train.steps_per_dispatch", _integer(1, 1024)),  # phase.Phase (lax.scan block length)
+    Rule("train.steps_per_dispatch", _steps_per_dispatch),  # phase.steps_per_dispatch_setting
 ]
 for _phase in PHASES:
   RULES += [

@@ -20,7 +20,7 @@ from jaxmed.training import checkpoint
 from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
 from jaxmed.training.phase import (PHASES, Phase, Position, TrainingDiverged,  # noqa: F401
-                                   TrainingStopped, compile_ahead)
+                                   TrainingStopped, compile_ahead, steps_per_dispatch)
 from jaxmed.training.workdir import (clear_run_files, prepare_workdir, read_history,
                                      undo_on_failure, write_json_atomic)
 
@@ -164,6 +164,8 @@ def evaluate_and_summarize(job, ckpt, params, batch_stats) -> tuple[dict, dict]:
       "classes": job.classes, **results, "data": job.data_record,
       "final_params_sha256": final_sha, "evaluated": config.train.evaluate,
       "best": {"metric": ckpt.metric, "value": ckpt.best_value},
+      "steps_per_dispatch": {"setting": str(config.train.get("steps_per_dispatch", "auto")),
+                             "value": steps_per_dispatch(job)},
       "timings": job.timings, "versions": run_info.versions(), "machine": run_info.machine(),
       "config": config.to_dict(),
   }

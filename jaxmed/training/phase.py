@@ -109,9 +109,26 @@ def initial_state(job, tx, global_step: int, rng) -> TrainState:
                     opt_state=tx.init(job.params), rng=rng)
 
 
+# train.steps_per_dispatch='auto': one step per dispatch on CPU, where XLA runs the convolution
+# gradients inside a loop body (lax.scan) 25-40x slower than the same convolutions in a plain
+# program (measured 2026-12-02, jaxlib 0.10.2 and 0.12.0.1: benchmarks/steps_per_dispatch.py, LeNet
+# 23 -> 570 ms per step); 8 on GPU and TPU, where a step's launch and host round trip are what a
+# small model waits for (Keras' steps_per_execution).
+AUTO_STEPS_PER_DISPATCH = {"cpu": 1}
+ACCELERATOR_STEPS_PER_DISPATCH = 8
+
+
+def steps_per_dispatch_setting(config) -> int:
+  """train.steps_per_dispatch as a number ('auto' resolved for this backend)."""
+  setting = str(config.train.get("steps_per_dispatch", "auto"))
+  if setting == "auto":
+    return AUTO_STEPS_PER_DISPATCH.get(jax.default_backend(), ACCELERATOR_STEPS_PER_DISPATCH)
+  return int(setting)
+
+
 def steps_per_dispatch(job) -> int:
   """train.steps_per_dispatch, no longer than an epoch."""
-  return max(1, min(int(job.config.train.get("steps_per_dispatch", 1)), job.steps_per_epoch))
+  return max(1, min(steps_per_dispatch_setting(job.config), job.steps_per_epoch))
 
 
 def train_program(feed, job, tx, options: StepOptions, block: int, state):

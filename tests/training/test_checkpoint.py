@@ -26,3 +26,55 @@ def test_checkpoint_restores_an_identical_state(tmp_path, frozen_run):
   reopened = checkpoint.Checkpoints(tmp_path / "run")  # what a resumed run reads
   assert reopened.latest_meta()["best_value"] == 0.5
   reopened.close()
+
+
+def test_packed_checkpoint_round_trips_every_dtype_and_shape(tmp_path):
+  import jax.numpy as jnp
+  import numpy as np
+  import orbax.checkpoint as ocp
+  tree = {"a": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "b": jnp.zeros((0,), jnp.float32),
+          "c": (jnp.array(7, jnp.int32), jnp.ones((2, 2), jnp.bfloat16) * 1.5),
+          "d": jnp.array([1, 2], jnp.uint32)}
+  packed, layout = checkpoint.pack(tree)
+  assert sorted(packed) == ["bfloat16", "float32", "int32", "uint32"]  # one array per dtype
+  leaves = checkpoint.unpack(packed, layout)
+  assert sorted(leaves) == ["a", "b", "c/0", "c/1", "d"]
+  like = jax.tree.map(jnp.zeros_like, tree)
+  manager = ocp.CheckpointManager(tmp_path / "m")
+  manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(packed),
+                                          meta=ocp.args.JsonSave({"layout": layout})))
+  manager.wait_until_finished()
+  restored, _ = checkpoint.restore(manager, like)
+  for x, y in zip(jax.tree.leaves(tree), jax.tree.leaves(restored)):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+  manager.close()
+
+
+def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path):
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  import pytest
+  packed, layout = checkpoint.pack({"w": jnp.ones((3,))})
+  manager = ocp.CheckpointManager(tmp_path / "m")
+  manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(packed),
+                                          meta=ocp.args.JsonSave({"layout": layout})))
+  manager.wait_until_finished()
+  with pytest.raises(ValueError, match="does not hold w"):
+    checkpoint.restore(manager, {"w": jnp.ones((4,))})
+  manager.close()
+
+
+def test_an_unpacked_checkpoint_of_an_earlier_version_still_restores(tmp_path):
+  import jax.numpy as jnp
+  import numpy as np
+  import orbax.checkpoint as ocp
+  tree = {"params": {"w": np.arange(4, dtype=np.float32)}, "batch_stats": {}}
+  manager = ocp.CheckpointManager(tmp_path / "old")
+  manager.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                          meta=ocp.args.JsonSave({"epoch": 1})))
+  manager.wait_until_finished()
+  restored, meta = checkpoint.restore(manager, jax.tree.map(jnp.zeros_like, tree))
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), tree["params"]["w"])
+  assert meta == {"epoch": 1}
+  manager.close()

@@ -127,11 +127,15 @@ def test_a_changed_config_does_not_resume_silently(data_root, uninterrupted, tmp
 
 
 def _final_state(workdir):
+  """{'params': {path: array}, 'batch_stats': {...}} of the run's latest (packed) checkpoint."""
+  from jaxmed.training import checkpoint
   manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints" / "latest")
-  restored = manager.restore(manager.latest_step(),
-                             args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  step = manager.latest_step()
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  leaves = checkpoint.read_leaves(manager, step, meta)
   manager.close()
-  return restored.state
+  return {key: {n: a for n, a in leaves.items() if n.startswith(key + "/")}
+          for key in ("params", "batch_stats")}
 
 
 def assert_same_final_state(workdir_a, workdir_b, atol: float):
