@@ -2,8 +2,9 @@
 
 A run with a frozen phase on cached features needs only small programs before its first step;
 the fine-tuning train step and the full model's eval step (the largest compiles of a run) are
-needed minutes later. Compiling them in one background thread from the start takes them off
-the critical path: XLA compiles with the GIL released, and the frozen phase's steps are small.
+needed later. Compiling them in one background thread from the first step on takes them off
+the critical path: XLA compiles with the GIL released, and the frozen phase's steps are small
+(on a 2-core CPU they still share the cores: the frozen phase's steps run slower meanwhile).
 Tracing is thread-safe in JAX and Flax (their trace state is thread-local).
 
 `Compiling` stands in for the compiled program: calling it (or `result()`) waits for the compile
@@ -27,12 +28,57 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
     return _pool
 
 
+_waiting = []  # work created but not started (see start_all)
+_started = False  # start_all() was called in this run: new work starts at once
+
+
+def start_all():
+  """Starts the background work created so far. The loop calls this once its first step is
+  running: before that, tracing or importing in the background (which holds the GIL) would slow
+  the compile of the first step's program, which the user is waiting for."""
+  global _started
+  _started = True
+  while _waiting:
+    _waiting.pop(0).start()
+
+
+def forget_waiting():
+  """Drops work that was never started (a run that failed before its first step); work
+  created from now on waits for start_all() again."""
+  global _started
+  _started = False
+  _waiting.clear()
+
+
+class Later:
+  """task() run in the background thread once start_all() is called, or here and now when its
+  result is needed first."""
+
+  def __init__(self, task):
+    self._task, self._future = task, None
+    if _started:
+      self.start()
+    else:
+      _waiting.append(self)
+
+  def start(self):
+    if self._future is None:
+      self._future = _executor().submit(self._task)
+
+  def result(self):
+    if self in _waiting:
+      _waiting.remove(self)
+    self.start()
+    return self._future.result()
+
+
 class Compiling:
-  """`lower()` (returning a jax Lowered) compiled in the background thread."""
+  """`lower()` (returning a jax Lowered) compiled in the background (see Later); calling it, or
+  result(), waits for the compile the first time."""
 
   def __init__(self, name: str, lower, timings: dict):
     self.name, self.timings, self._compiled = name, timings, None
-    self._future = _executor().submit(self._compile, lower)
+    self._later = Later(lambda: self._compile(lower))
 
   def _compile(self, lower):
     start = time.perf_counter()
@@ -44,7 +90,7 @@ class Compiling:
     """The compiled program (the compile's exception, if it failed)."""
     if self._compiled is None:
       start = time.perf_counter()
-      self._compiled = self._future.result()
+      self._compiled = self._later.result()
       waited = time.perf_counter() - start
       self.timings["compile_s"] += waited
       self.timings.setdefault("compile_waited_s", {})[self.name] = waited

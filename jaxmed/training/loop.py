@@ -17,6 +17,7 @@ from jaxmed.runtime.distributed import say
 from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.interrupts import catch_stop_signals
 from jaxmed.training import checkpoint
+from jaxmed.training import compile_ahead as compile_ahead_lib
 from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
 from jaxmed.training.phase import (PHASES, Phase, Position, TrainingDiverged,  # noqa: F401
@@ -27,27 +28,40 @@ from jaxmed.training.workdir import (clear_run_files, prepare_workdir, read_hist
 
 class MetricsLog:
   """metrics.jsonl and TensorBoard events (`tensorboard --logdir WORKDIR`), on the primary
-  process; `history` holds every record of the run, resumed ones included."""
+  process; `history` holds every record of the run, resumed ones included. The events are
+  written in the background thread (tensorboardX takes 1-2 s to import, and nothing in the run
+  waits for them); close() waits until they are written."""
 
   def __init__(self, workdir: Path, history: list[dict]):
-    from tensorboardX import SummaryWriter
-    self.history = history
-    self.tensorboard = distributed.primary_only(lambda: SummaryWriter(str(workdir / "tensorboard")))
+    self.history, self.workdir, self._writer, self._events = history, workdir, None, []
     self.file = distributed.primary_only(lambda: open(workdir / "metrics.jsonl", "a"))
 
   def write(self, records: list[dict]):
     for r in records:
       self.file.write(json.dumps(r) + "\n")
+    self.file.flush()
+    self.history += records
+    if distributed.is_primary():
+      self._events.append(compile_ahead_lib.Later(lambda: self._write_events(records)))
+
+  def _write_events(self, records: list[dict]):
+    if self._writer is None:
+      from tensorboardX import SummaryWriter
+      self._writer = SummaryWriter(str(self.workdir / "tensorboard"))
+    for r in records:
       for key, value in r.items():
         if key not in ("epoch", "phase", "split") and value is not None:
-          self.tensorboard.add_scalar(f"{r['split']}/{key}", value, r["epoch"])
-    self.file.flush()
-    self.tensorboard.flush()
-    self.history += records
+          self._writer.add_scalar(f"{r['split']}/{key}", value, r["epoch"])
+    self._writer.flush()
 
   def close(self):
     self.file.close()
-    self.tensorboard.close()
+    try:
+      for event in self._events:
+        event.result()
+    finally:
+      if self._writer is not None:
+        self._writer.close()
 
 
 def enable_compilation_cache():
@@ -101,6 +115,7 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
   if config.train.get("compilation_cache", True):
     enable_compilation_cache()
   t0 = time.perf_counter()
+  compile_ahead_lib.forget_waiting()  # an earlier run in this process that failed early
   job = prepare_job(config)
   with undo_on_failure(workdir, primary), contextlib.ExitStack() as stack:
     start_workdir(workdir, config, job.classes, start_over)

@@ -273,6 +273,7 @@ class Phase:
         jax.block_until_ready(metrics)
         job.timings["first_step_s"] = run_info.process_age_s()
         job.timings["first_step_unix"] = time.time()
+        compile_ahead_lib.start_all()  # the later programs compile while this phase trains
       if len(in_flight) >= read_after:
         sums = self._read(in_flight[:-1], sums, epoch_in_phase)
         in_flight = in_flight[-1:]
