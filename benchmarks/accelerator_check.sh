@@ -4,7 +4,7 @@
 # ResNet50V2 at 224 px in float32 and bfloat16 (jaxmed only: Keras-TF's GPU build is not
 # installed there), and compile times. Everything it measures goes to $OUT (or ./accelerator_out).
 #
-#   bash benchmarks/accelerator_check.sh            # ~5-8 min on one H100/H200
+#   bash benchmarks/accelerator_check.sh            # ~10-14 min on one H100/H200
 #
 # Install first on that machine: pip install -e ".[test]" "jax[cuda12]" (TPU: "jax[tpu]").
 set -euo pipefail
@@ -27,3 +27,10 @@ python benchmarks/throughput.py --frameworks jaxmed,jaxmed-bf16 --models mobilen
   --sizes 224 --phases finetune,frozen --json "$out/throughput.json" > "$out/throughput.log" 2>&1 \
   || echo "throughput failed (see $out/throughput.log)"
 tail -n 12 "$out/throughput.log" || true
+# Issue #17: the fixed costs (start-up, compiles, loop overhead, epoch boundaries) and the default
+# steps per dispatch on this backend ('auto' = 8 off CPU) against K=1, 4, 16.
+python benchmarks/fixed_costs.py --cases demo,lenet_32 --json "$out/fixed_costs.json" \
+  > "$out/fixed_costs.log" 2>&1 || echo "fixed_costs failed (see $out/fixed_costs.log)"
+python benchmarks/steps_per_dispatch.py --ks 1,4,8,16 --repeats 1 --json "$out/steps_per_dispatch.json" \
+  > "$out/steps_per_dispatch.log" 2>&1 || echo "steps_per_dispatch failed"
+tail -n 4 "$out/steps_per_dispatch.log" || true

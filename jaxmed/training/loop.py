@@ -29,8 +29,8 @@ from jaxmed.training.workdir import (clear_run_files, prepare_workdir, read_hist
 class MetricsLog:
   """metrics.jsonl and TensorBoard events (`tensorboard --logdir WORKDIR`), on the primary
   process; `history` holds every record of the run, resumed ones included. The events are
-  written in the background thread (tensorboardX takes 1-2 s to import, and nothing in the run
-  waits for them); close() waits until they are written."""
+  written in the background thread (nothing in the run waits for them); close() waits until
+  they are written."""
 
   def __init__(self, workdir: Path, history: list[dict]):
     self.history, self.workdir, self._writer, self._events = history, workdir, None, []
@@ -46,8 +46,8 @@ class MetricsLog:
 
   def _write_events(self, records: list[dict]):
     if self._writer is None:
-      from tensorboardX import SummaryWriter
-      self._writer = SummaryWriter(str(self.workdir / "tensorboard"))
+      from jaxmed.reporting.tensorboard import ScalarWriter
+      self._writer = ScalarWriter(self.workdir / "tensorboard")
     for r in records:
       for key, value in r.items():
         if key not in ("epoch", "phase", "split") and value is not None:
