@@ -108,12 +108,14 @@ def load_run(workdir) -> Run:
 
 
 def evaluate(workdir, data: str | None = None, split: str = "test", tta: int = 1,
-             checkpoint: str = "best", name: str | None = None) -> EvalResult:
-  """`python -m jaxmed.evaluate`: metrics with bootstrap intervals and every prediction, on the
-  run's own split or on another folder `data` with the same classes; also written to
-  WORKDIR/eval/<name>.json."""
+             checkpoint: str = "best", name: str | None = None, calibrate: bool = False,
+             target: tuple[str, float] | None = None) -> EvalResult:
+  """`python -m jaxmed.evaluate`: metrics with bootstrap intervals, calibration and every
+  prediction, on the run's own split or on another folder `data` with the same classes; also
+  written to WORKDIR/eval/<name>.json. `calibrate`: a temperature fitted on validation;
+  `target`: ('sensitivity' or 'specificity', 0.95) picks each class's threshold on validation."""
   from jaxmed.evaluation.evaluator import evaluate_workdir
-  result, out = evaluate_workdir(workdir, data, split, tta, checkpoint, name)
+  result, out = evaluate_workdir(workdir, data, split, tta, checkpoint, name, calibrate, target)
   return EvalResult(result, path=str(out))
 
 

@@ -121,3 +121,41 @@ def test_compare_table(workdir, tmp_path, capsys):
   text = out.read_text()
   assert text.startswith("| run | backbone | input size | parameters | test accuracy") and "32x32" in text
   assert compare.main([str(tmp_path), "--out", str(out)]) == 2
+
+
+def test_calibration_and_operating_points_are_chosen_on_validation(workdir, evaluated, capsys):
+  from jaxmed.evaluation import calibration as cal
+  import jaxmed.evaluate as evaluate
+  assert evaluate.main(["--workdir", str(workdir), "--calibrate", "--target-sensitivity", "0.9",
+                        "--name", "calibrated"]) == 0
+  out = capsys.readouterr().out
+  assert "calibration (temperature" in out and "vs rest at threshold" in out
+  result = json.loads((workdir / "eval" / "calibrated.json").read_text())
+  c = result["calibration"]
+  for when in ("before", "after"):
+    assert set(c[when]) == {"ece", "brier", "nll"}
+  assert c["before"] == pytest.approx(evaluated["calibration"])  # uncalibrated = plain evaluate
+  assert c["fitted_on_after"]["nll"] <= c["fitted_on_before"]["nll"] + 1e-9  # T minimises it
+  stored = json.loads((workdir / "calibration.json").read_text())
+  assert stored["temperature"] == pytest.approx(c["temperature"]) and stored["fitted_on"] == "val"
+  # recomputed from the written test predictions: the temperature applies as documented
+  probs = np.array([p["probs"] for p in result["predictions"]])
+  labels = np.array([p["label"] for p in result["predictions"]])
+  calibrated = cal.apply_temperature(probs, c["temperature"])
+  assert cal.expected_calibration_error(calibrated, labels) == pytest.approx(c["after"]["ece"], abs=1e-4)
+  points = result["operating_points"]
+  assert set(points) == set(result["classes"])
+  for name, point in points.items():
+    assert point["val"]["sensitivity"] >= 0.9  # the target holds where it was chosen
+    k = result["classes"].index(name)
+    called = calibrated[:, k] >= point["threshold"]
+    positive = labels == k
+    assert point["evaluated"]["tp"] == int(np.sum(called & positive))
+    assert point["evaluated"]["fp"] == int(np.sum(called & ~positive))
+  assert json.loads((workdir / "operating_points.json").read_text())["by"] == "sensitivity"
+
+
+def test_a_target_outside_zero_one_is_a_one_line_error(workdir, capsys):
+  import jaxmed.evaluate as evaluate
+  assert evaluate.main(["--workdir", str(workdir), "--target-specificity", "95"]) == 2
+  assert capsys.readouterr().err.startswith("error: --target-specificity 95.0")
