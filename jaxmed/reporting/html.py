@@ -20,7 +20,7 @@ from jaxmed.reporting import plots as report
 
 SECTIONS = {"config": "Run configuration", "dataset": "Dataset", "curves": "Training curves",
             "metrics": "Test metrics", "confusion": "Confusion matrix", "roc": "ROC curves",
-            "misclassified": "Misclassified images", "augmentation": "Augmentation preview",
+            "calibration": "Calibration", "misclassified": "Misclassified images", "augmentation": "Augmentation preview",
             "gradcam": "Grad-CAM"}
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
@@ -163,19 +163,67 @@ def metrics_section(result: dict, classes: list[str], split_name: str) -> str:
   return head + table(columns, rows)
 
 
-def roc_figure(probs: np.ndarray, labels: np.ndarray, classes, auc: dict) -> bytes:
+def roc_figure(probs: np.ndarray, labels: np.ndarray, classes, auc: dict,
+               thresholds: dict | None = None) -> bytes:
+  """One-vs-rest ROC curves; `thresholds` (class -> threshold, from operating_points.json) are
+  marked where they fall on each curve."""
   fig = report._new_figure((6, 5))
   ax = fig.add_subplot()
   for k, name in enumerate(classes):
     if auc["per_class"][k] is None:
       continue
     fpr, tpr = roc_points(probs[:, k], labels == k)
-    ax.plot(fpr, tpr, drawstyle="default", label=f"{name} (AUC {auc['per_class'][k]:.3f})")
+    line, = ax.plot(fpr, tpr, drawstyle="default", label=f"{name} (AUC {auc['per_class'][k]:.3f})")
+    if thresholds and name in thresholds:
+      called, positive = probs[:, k] >= thresholds[name], labels == k
+      ax.plot(np.mean(called[~positive]), np.mean(called[positive]), "*", markersize=13,
+              color=line.get_color(), markeredgecolor="k",
+              label=f"{name}: threshold {thresholds[name]:.3f} (chosen on validation)")
   ax.plot([0, 1], [0, 1], ":", color="0.5")
   ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
          title="One-vs-rest ROC", xlim=(0, 1), ylim=(0, 1.01))
   ax.legend(loc="lower right", fontsize=8)
   return figure_png(fig)
+
+
+def reliability_figure(probs: np.ndarray, labels: np.ndarray, temperature: float | None) -> bytes:
+  """Top-label reliability diagram (15 equal-width bins), before and after the temperature."""
+  from jaxmed.evaluation import calibration
+  fig = report._new_figure((6, 5))
+  ax = fig.add_subplot()
+  curves = [("as trained", probs)]
+  if temperature:
+    curves.append((f"temperature {temperature:.2f}", calibration.apply_temperature(probs, temperature)))
+  for name, p in curves:
+    b = calibration.binned(p.max(1), p.argmax(1) == labels)
+    ax.plot(b["confidence"], b["outcome"], "o-",
+            label=f"{name} (ECE {calibration.expected_calibration_error(p, labels):.3f})")
+  ax.plot([0, 1], [0, 1], ":", color="0.5")
+  ax.set(xlabel="confidence (largest probability)", ylabel="accuracy of the bin's images",
+         title="Reliability diagram", xlim=(0, 1), ylim=(0, 1.01))
+  ax.legend(loc="upper left", fontsize=8)
+  return figure_png(fig)
+
+
+def calibration_section(probs, labels, workdir: Path) -> tuple[str, np.ndarray, dict | None]:
+  """The reliability diagram and scores; the probabilities the stored operating points apply
+  to (calibrated when they were chosen on calibrated ones) and those thresholds."""
+  from jaxmed.evaluation import calibration
+  stored = workdir / "calibration.json"
+  temperature = json.loads(stored.read_text())["temperature"] if stored.exists() else None
+  points_file = workdir / "operating_points.json"
+  points = json.loads(points_file.read_text()) if points_file.exists() else None
+  scores = calibration.calibration_metrics(probs, labels)
+  text = (f"<p>ECE {scores['ece']:.4f} (15 bins), Brier {scores['brier']:.4f}, NLL "
+          f"{scores['nll']:.4f}. ")
+  text += (f"A temperature of {temperature:.3f}, fitted on validation "
+           f"(<code>python -m jaxmed.evaluate --calibrate</code>), is drawn beside.</p>"
+           if temperature else "Fit a temperature on validation with <code>python -m "
+           "jaxmed.evaluate --calibrate</code>.</p>")
+  for_points = (calibration.apply_temperature(probs, temperature)
+                if points and points.get("calibrated") and temperature else probs)
+  return (text + img(reliability_figure(probs, labels, temperature), "reliability diagram"),
+          for_points, points["thresholds"] if points else None)
 
 
 def gallery(items) -> str:
@@ -262,13 +310,16 @@ def write_html_report(workdir, gradcam_per_class: int = 2, max_errors: int = 24,
   errors = gallery([(array_png(split.images[i]), f"true {classes[split.labels[i]]} / predicted "
                      f"{classes[predicted[i]]} ({probs[i, predicted[i]]:.2f}) · {Path(split.paths[i]).name}")
                     for i in wrong[:max_errors]]) if wrong else "<p>No misclassified images.</p>"
+  calibration_html, point_probs, thresholds = calibration_section(probs, split.labels, workdir)
   body = {
       "config": config_section(config, summary, workdir),
       "dataset": dataset_section(summary, workdir),
       "curves": curves_section(workdir, history),
       "metrics": metrics_section(result, classes, split_name),
       "confusion": f'<p>Rows: true class; columns: predicted class.</p><div class="pair">{confusion}</div>',
-      "roc": img(roc_figure(probs, split.labels, classes, result["auc"]), "ROC curves"),
+      "roc": img(roc_figure(point_probs, split.labels, classes, result["auc"], thresholds),
+                 "ROC curves"),
+      "calibration": calibration_html,
       "misclassified": f"<p>{len(wrong)} of {len(split)} {split_name} images, most confident mistakes "
                        f"first (showing up to {max_errors}).</p>" + errors,
       "augmentation": augmentation_section(config, splits["train"], classes),

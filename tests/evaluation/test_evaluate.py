@@ -123,9 +123,12 @@ def test_compare_table(workdir, tmp_path, capsys):
   assert compare.main([str(tmp_path), "--out", str(out)]) == 2
 
 
-def test_calibration_and_operating_points_are_chosen_on_validation(workdir, evaluated, capsys):
+def test_calibration_and_operating_points_are_chosen_on_validation(workdir, evaluated, capsys,
+                                                                     tmp_path):
+  import shutil
   from jaxmed.evaluation import calibration as cal
   import jaxmed.evaluate as evaluate
+  workdir = Path(shutil.copytree(workdir, tmp_path / "run"))  # the shared run stays uncalibrated
   assert evaluate.main(["--workdir", str(workdir), "--calibrate", "--target-sensitivity", "0.9",
                         "--name", "calibrated"]) == 0
   out = capsys.readouterr().out
@@ -153,6 +156,11 @@ def test_calibration_and_operating_points_are_chosen_on_validation(workdir, eval
     assert point["evaluated"]["tp"] == int(np.sum(called & positive))
     assert point["evaluated"]["fp"] == int(np.sum(called & ~positive))
   assert json.loads((workdir / "operating_points.json").read_text())["by"] == "sensitivity"
+  from jaxmed import html_report  # the report draws both: reliability diagram, chosen points
+  assert html_report.main(["--workdir", str(workdir), "--gradcam-per-class", "0"]) == 0
+  page = (workdir / "report" / "index.html").read_text(encoding="utf-8")
+  section = page.split('<section id="calibration">')[1].split("</section>")[0]
+  assert "A temperature of" in section and section.count("<img") == 1
 
 
 def test_a_target_outside_zero_one_is_a_one_line_error(workdir, capsys):

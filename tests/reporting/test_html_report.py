@@ -47,6 +47,7 @@ def test_every_section_is_present_with_its_content(report):
   assert set(SECTIONS) <= parser.ids and list(parser.sections) == list(SECTIONS)
   images = parser.sections
   assert len(images["curves"]) == 1 and len(images["confusion"]) == 2 and len(images["roc"]) == 1
+  assert len(images["calibration"]) == 1  # the reliability diagram
   assert len(images["augmentation"]) == 1 and len(images["gradcam"]) == 3  # one per class
   summary = json.loads((workdir / "summary.json").read_text())
   wrong = int(np.sum(summary["test"]["confusion_matrix"]) - np.trace(summary["test"]["confusion_matrix"]))
