@@ -4,7 +4,8 @@
   8 bytes  magic b"JAXMEDB1"
   8 bytes  header length, little-endian uint64
   header   UTF-8 JSON: format version, model config (arch, alpha, dtype, head), preprocessing,
-           image size, class names, the parameters' sha256, where they came from
+           image size, class names, the parameters' sha256, where they came from, and the
+           decision settings (temperature, thresholds: jaxmed/evaluation/decision.py)
   rest     flax.serialization msgpack of {'params', 'batch_stats'} (plain arrays and dicts)
 """
 
@@ -13,6 +14,8 @@ import json
 import os
 import struct
 from pathlib import Path
+
+from jaxmed.evaluation.decision import read_decision
 
 MAGIC = b"JAXMEDB1"
 FORMAT_VERSION = 1
@@ -53,7 +56,8 @@ def bundle_bytes(run, source: str = "") -> bytes:
   header = {"format": "jaxmed-bundle", "version": FORMAT_VERSION, "jaxmed": run_info.JAXMED_VERSION,
             "model": model_record(run.config.model, run.model.preprocessing),
             "image_size": int(run.image_size), "classes": list(run.classes),
-            "params_sha256": run_info.params_sha256(variables), "source": source}
+            "params_sha256": run_info.params_sha256(variables), "source": source,
+            "decision": read_decision(run.workdir)}  # temperature, thresholds (or None)
   head = json.dumps(header, indent=1).encode()
   return MAGIC + struct.pack("<Q", len(head)) + head + serialization.msgpack_serialize(variables)
 

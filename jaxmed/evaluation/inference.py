@@ -63,7 +63,9 @@ def _safe_name(ref: str) -> str:
 
 def predict_files(predictor, paths, batch_size: int = 32, gradcam_dir=None) -> list[dict]:
   """One record per input file, in order: {'path', 'status': 'ok', 'predicted', 'confidence',
-  'probs': {class: p}} or {'path', 'status': 'error', 'error'}."""
+  'probs': {class: p}} or {'path', 'status': 'error', 'error'}. With a stored temperature the
+  probabilities are calibrated ('temperature'); with stored thresholds 'at_operating_point' says
+  per class whether the image reaches it (jaxmed/evaluation/decision.py)."""
   refs, input_errors, warnings = expand_inputs(paths)
   for line in warnings:
     print(line, file=sys.stderr)
@@ -75,9 +77,12 @@ def predict_files(predictor, paths, batch_size: int = 32, gradcam_dir=None) -> l
     except ValueError as e:
       records.append({"path": ref, "status": "error", "error": str(e).removeprefix(f"{ref}: ")})
   if images:
+    from jaxmed.evaluation.decision import at_operating_points, calibrated, decision_of
     from jaxmed.evaluation.predictions import predict_probs
     batch = np.stack(images)
-    probs = predict_probs(predictor.model, predictor.variables, batch, min(batch_size, len(batch)))
+    raw = predict_probs(predictor.model, predictor.variables, batch, min(batch_size, len(batch)))
+    decision = decision_of(predictor)  # the stored temperature and thresholds, if any
+    probs, flags = calibrated(raw, decision), at_operating_points(raw, predictor.classes, decision)
     cams = None
     if gradcam_dir:
       from jaxmed.evaluation import gradcam
@@ -89,6 +94,10 @@ def predict_files(predictor, paths, batch_size: int = 32, gradcam_dir=None) -> l
       record = {"path": ref, "status": "ok", "predicted": predictor.classes[k],
                 "confidence": float(p[k]),
                 "probs": {c: round(float(x), 6) for c, x in zip(predictor.classes, p)}}
+      if decision.get("temperature"):
+        record["temperature"] = decision["temperature"]
+      if flags is not None:  # each class against its stored threshold (one vs rest)
+        record["at_operating_point"] = flags[i]
       if cams is not None:
         out = Path(gradcam_dir) / f"{i:04d}_{_safe_name(ref)}.png"
         record["gradcam"] = str(gradcam.save_overlay(out, batch[i], cams[i]))

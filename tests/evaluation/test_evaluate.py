@@ -161,6 +161,19 @@ def test_calibration_and_operating_points_are_chosen_on_validation(workdir, eval
   page = (workdir / "report" / "index.html").read_text(encoding="utf-8")
   section = page.split('<section id="calibration">')[1].split("</section>")[0]
   assert "A temperature of" in section and section.count("<img") == 1
+  # predict applies both, from the workdir and from an export bundle
+  from jaxmed.evaluation import bundle as bundle_lib
+  from jaxmed.evaluation.inference import load_predictor, predict_files
+  from jaxmed.evaluation.trained_run import load_run
+  paths = [p["path"] for p in result["predictions"][:5]]
+  exported = bundle_lib.write_bundle(load_run(workdir, "best"), tmp_path / "m.jaxmed")
+  for predictor in (load_predictor(workdir=workdir), load_predictor(bundle=exported)):
+    records = predict_files(predictor, paths)
+    for record, row in zip(records, calibrated[:5]):
+      assert record["temperature"] == pytest.approx(c["temperature"])
+      np.testing.assert_allclose([record["probs"][k] for k in result["classes"]], row, atol=2e-5)
+      assert record["at_operating_point"] == {
+          k: bool(row[i] >= points[k]["threshold"]) for i, k in enumerate(result["classes"])}
 
 
 def test_a_target_outside_zero_one_is_a_one_line_error(workdir, capsys):
