@@ -13,6 +13,7 @@ _xla_flags.configure()
 
 from jaxmed.runtime.run_info import JAXMED_VERSION as __version__  # noqa: E402
 
-from jaxmed.api import config, demo_data, doctor, evaluate, fit, load_run, predict  # noqa: E402
+from jaxmed.api import (config, crossval, demo_data, doctor, evaluate, fit, load_run,  # noqa: E402
+                        predict)
 
-__all__ = ["config", "demo_data", "doctor", "evaluate", "fit", "load_run", "predict"]
+__all__ = ["config", "crossval", "demo_data", "doctor", "evaluate", "fit", "load_run", "predict"]

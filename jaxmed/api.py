@@ -102,6 +102,18 @@ def _echo(child):
     print(line, end="", flush=True)
 
 
+def crossval(cfg, workdir, folds: int = 5, group_regex: str | None = None) -> dict:
+  """`python -m jaxmed.crossval`: one training per fold in WORKDIR/fold-K (resumable), the
+  out-of-fold metrics with bootstrap intervals and the fold ensemble on test; returns
+  WORKDIR/cv_summary.json's content."""
+  if isinstance(cfg, (str, os.PathLike)):
+    cfg = config(str(cfg))
+  from absl import logging as absl_logging
+  from jaxmed.training.crossval import run_crossval
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  return run_crossval(cfg, workdir, folds, group_regex)
+
+
 def load_run(workdir) -> Run:
   """The Run of a finished workdir (after a disconnect, or one trained from the command line)."""
   return Run.load(workdir)
