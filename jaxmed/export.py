@@ -1,6 +1,7 @@
 """Export a trained run as one self-describing file for prediction without the workdir.
 
   python -m jaxmed.export --workdir DIR --out model.jaxmed [--checkpoint best|latest] [--force]
+  python -m jaxmed.export --workdir CV_DIR --out folds.jaxmed   (a crossval dir: the fold ensemble)
   python -m jaxmed.predict --bundle model.jaxmed image.png ...
 
 The file format: jaxmed/evaluation/bundle.py.
@@ -25,14 +26,19 @@ def main(argv=None) -> int:
   from jaxmed.evaluation.trained_run import load_run
   if Path(args.out).exists() and not args.force:  # fail before loading anything
     raise cli.UserError(f"{args.out} exists; pass --force to overwrite it")
+  workdir = Path(args.workdir)
+  folds = sorted(workdir.glob("fold-*"), key=lambda p: int(p.name.split("-")[1])) \
+      if (workdir / "cv_plan.json").exists() else []  # python -m jaxmed.crossval's folds
   try:
-    run = load_run(args.workdir, args.checkpoint)
+    runs = [load_run(d, args.checkpoint) for d in folds] or [load_run(workdir, args.checkpoint)]
+    out = write_bundle(runs[0], args.out, force=True, members=runs if folds else None,
+                       source=f"{workdir.resolve()} ({args.checkpoint} checkpoint"
+                              f"{f' of {len(folds)} folds' if folds else ''})")
   except (FileNotFoundError, ValueError) as e:
     raise cli.UserError(str(e)) from e
-  out = write_bundle(run, args.out, force=True,
-                     source=f"{Path(args.workdir).resolve()} ({args.checkpoint} checkpoint)")
   header, _ = read_header(out)
-  print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {header['model']['arch']}, "
+  ensemble = f", an ensemble of {header['ensemble']} folds" if header.get("ensemble") else ""
+  print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB{ensemble}): {header['model']['arch']}, "
         f"{header['image_size']}px, classes {', '.join(header['classes'])}")
   return 0
 

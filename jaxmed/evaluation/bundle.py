@@ -27,8 +27,9 @@ class Bundle:
   header: dict
   classes: list[str]
   model: object
-  variables: dict
+  variables: dict          # the (first) model's {'params', 'batch_stats'}
   image_size: int
+  members: list | None = None  # a fold ensemble's variables, one per fold (predict averages)
 
   def predict_fn(self):
     """jit(variables, uint8 images) -> probabilities."""
@@ -45,30 +46,44 @@ def model_record(config_model, preprocessing: str) -> dict:
           "preprocessing": preprocessing}
 
 
-def bundle_bytes(run, source: str = "") -> bytes:
-  """The bundle of a LoadedRun as bytes."""
+def bundle_bytes(run, source: str = "", members: list | None = None) -> bytes:
+  """The bundle of a LoadedRun as bytes; with `members` (LoadedRuns of one architecture and class
+  list, e.g. the folds of a cross-validation) a fold ensemble whose probabilities predict
+  averages, stored as {'members': [variables, ...]}."""
   import jax
   import numpy as np
   from flax import serialization
   from jaxmed.runtime import run_info
-  variables = jax.tree.map(np.asarray, {"params": run.variables["params"],
-                                        "batch_stats": run.variables.get("batch_stats", {})})
+  runs = members or [run]
+  record = model_record(run.config.model, run.model.preprocessing)
+  for other in runs[1:]:
+    if (model_record(other.config.model, other.model.preprocessing) != record
+        or list(other.classes) != list(run.classes) or other.image_size != run.image_size):
+      raise ValueError(f"{other.workdir}: an ensemble's members must share architecture, image "
+                       f"size and classes with {run.workdir}")
+  variables = [jax.tree.map(np.asarray, {"params": r.variables["params"],
+                                         "batch_stats": r.variables.get("batch_stats", {})})
+               for r in runs]
+  payload = variables[0] if len(runs) == 1 else {"members": variables}
   header = {"format": "jaxmed-bundle", "version": FORMAT_VERSION, "jaxmed": run_info.JAXMED_VERSION,
-            "model": model_record(run.config.model, run.model.preprocessing),
-            "image_size": int(run.image_size), "classes": list(run.classes),
-            "params_sha256": run_info.params_sha256(variables), "source": source,
-            "decision": read_decision(run.workdir)}  # temperature, thresholds (or None)
+            "model": record, "image_size": int(run.image_size), "classes": list(run.classes),
+            "params_sha256": run_info.params_sha256(payload), "source": source,
+            # temperature and thresholds were fitted for one model, not for an average
+            "decision": read_decision(run.workdir) if len(runs) == 1 else None}
+  if len(runs) > 1:
+    header["ensemble"] = len(runs)
   head = json.dumps(header, indent=1).encode()
-  return MAGIC + struct.pack("<Q", len(head)) + head + serialization.msgpack_serialize(variables)
+  return MAGIC + struct.pack("<Q", len(head)) + head + serialization.msgpack_serialize(payload)
 
 
-def write_bundle(run, out: str | Path, force: bool = False, source: str = "") -> Path:
+def write_bundle(run, out: str | Path, force: bool = False, source: str = "",
+                 members: list | None = None) -> Path:
   out = Path(out)
   if out.exists() and not force:
     raise FileExistsError(f"{out} exists; pass --force to overwrite it")
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-  tmp.write_bytes(bundle_bytes(run, source))
+  tmp.write_bytes(bundle_bytes(run, source, members))
   tmp.replace(out)
   return out
 
@@ -93,14 +108,17 @@ def load_bundle(path: str | Path) -> Bundle:
   from jaxmed.runtime import run_info
   from jaxmed.models import create_model
   header, offset = read_header(path)
-  variables = serialization.msgpack_restore(Path(path).read_bytes()[offset:])
-  variables.setdefault("batch_stats", {})
-  if run_info.params_sha256(variables) != header["params_sha256"]:
+  payload = serialization.msgpack_restore(Path(path).read_bytes()[offset:])
+  if run_info.params_sha256(payload) != header["params_sha256"]:
     raise ValueError(f"{path}: parameters do not match the header's sha256 (file damaged?)")
+  members = payload["members"] if header.get("ensemble") else [payload]
+  for variables in members:
+    variables.setdefault("batch_stats", {})
   m = header["model"]
   config = ml_collections.ConfigDict({"arch": m["arch"], "alpha": m["alpha"], "dtype": m["dtype"],
                                       "head": {"pooling": m["head"]["pooling"],
                                                "hidden": tuple(m["head"]["hidden"]),
                                                "dropout": m["head"]["dropout"]}})
   model = create_model(config, len(header["classes"])).clone(preprocessing=m["preprocessing"])
-  return Bundle(header, header["classes"], model, variables, header["image_size"])
+  return Bundle(header, header["classes"], model, members[0], header["image_size"],
+                members if len(members) > 1 else None)

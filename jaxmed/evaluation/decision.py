@@ -28,7 +28,7 @@ def decision_of(predictor) -> dict:
   """A LoadedRun's (from its workdir's files) or a Bundle's (from its header)."""
   header, workdir = getattr(predictor, "header", None), getattr(predictor, "workdir", None)
   if header is not None:
-    return header.get("decision") or {"temperature": None, "thresholds": None}
+    return header.get("decision") or {"temperature": None, "thresholds": None}  # ensembles: none
   return read_decision(workdir) if workdir else {"temperature": None, "thresholds": None}
 
 

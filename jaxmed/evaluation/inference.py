@@ -80,7 +80,9 @@ def predict_files(predictor, paths, batch_size: int = 32, gradcam_dir=None) -> l
     from jaxmed.evaluation.decision import at_operating_points, calibrated, decision_of
     from jaxmed.evaluation.predictions import predict_probs
     batch = np.stack(images)
-    raw = predict_probs(predictor.model, predictor.variables, batch, min(batch_size, len(batch)))
+    members = getattr(predictor, "members", None) or [predictor.variables]  # a fold ensemble
+    raw = np.mean([predict_probs(predictor.model, variables, batch, min(batch_size, len(batch)))
+                   for variables in members], axis=0)
     decision = decision_of(predictor)  # the stored temperature and thresholds, if any
     probs, flags = calibrated(raw, decision), at_operating_points(raw, predictor.classes, decision)
     cams = None

@@ -123,3 +123,18 @@ def test_a_changed_plan_is_refused(finished, data_root):
   done = subprocess.run([*_command(data_root, finished)[:-1], "--folds=4", f"--workdir={finished}"],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 2 and "another plan" in done.stderr
+
+
+def test_the_fold_ensemble_exports_and_predicts_the_mean_of_the_folds(finished, tmp_path):
+  from jaxmed import export
+  from jaxmed.evaluation.inference import load_predictor, predict_files
+  out = tmp_path / "folds.jaxmed"
+  assert export.main(["--workdir", str(finished), "--out", str(out)]) == 0
+  predictor = load_predictor(bundle=out)
+  assert predictor.header["ensemble"] == 3 and len(predictor.members) == 3
+  tests = [json.loads((finished / f"fold-{f}" / "eval" / "test.json").read_text()) for f in range(3)]
+  paths = [p["path"] for p in tests[0]["predictions"]]
+  mean = np.mean([[p["probs"] for p in t["predictions"]] for t in tests], axis=0)
+  records = predict_files(predictor, paths)
+  got = np.array([[r["probs"][c] for c in predictor.classes] for r in records])
+  np.testing.assert_allclose(got, mean, atol=2e-5)
