@@ -32,11 +32,14 @@ def define_flags(values):
 
 
 def format_summary(summary: dict) -> str:
-  lines = [f"{'fold':>6} {'val acc':>8} {'val F1':>8} {'test acc':>9} {'test F1':>8}"]
+  has_test = "ensemble_test" in summary
+  lines = [f"{'fold':>6} {'val acc':>8} {'val F1':>8}" + (f" {'test acc':>9} {'test F1':>8}"
+                                                          if has_test else "")]
   for f in summary["folds"]:
-    test = f.get("test", {})
-    lines.append(f"{f['fold']:>6} {f['val']['accuracy']:>8.4f} {f['val']['macro_f1']:>8.4f} "
-                 f"{test.get('accuracy', float('nan')):>9.4f} {test.get('macro_f1', float('nan')):>8.4f}")
+    row = f"{f['fold']:>6} {f['val']['accuracy']:>8.4f} {f['val']['macro_f1']:>8.4f}"
+    if has_test:
+      row += f" {f['test']['accuracy']:>9.4f} {f['test']['macro_f1']:>8.4f}"
+    lines.append(row)
   for name in ("oof", "ensemble_test"):
     if name in summary:
       m = summary[name]
