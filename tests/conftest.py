@@ -13,6 +13,25 @@ import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def signal_after_first_checkpoint(command: list[str], latest: Path, sig, cwd: Path,
+                                  timeout: float = 600):
+  """Starts `command`, waits until `latest` (a checkpoints/latest folder) holds a step, sends
+  `sig`; returns (process, its output). The process must still be running when the step appears."""
+  import subprocess
+  import time
+  proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if latest.exists() and any(p.name.isdigit() for p in latest.iterdir()):
+      break
+    time.sleep(0.1)
+  assert proc.poll() is None, proc.stdout.read()
+  proc.send_signal(sig)
+  out, _ = proc.communicate(timeout=300)
+  return proc, out
+
+
 def shared_path(*parts) -> Path:
   """A path under ../shared, skipping the test with a reason when it is absent."""
   path = SHARED.joinpath(*parts)

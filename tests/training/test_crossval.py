@@ -7,13 +7,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_label_tree
+from conftest import signal_after_first_checkpoint, write_label_tree
 from jaxmed.training import crossval
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,17 +95,8 @@ def test_summary_holds_folds_oof_and_the_fold_ensemble(finished, data_root):
 
 def test_sigkill_mid_fold_then_resume_gives_the_same_summary(finished, data_root, tmp_path):
   workdir = tmp_path / "killed"
-  proc = subprocess.Popen(_command(data_root, workdir), cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  latest = workdir / "fold-1" / "checkpoints" / "latest"
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    if latest.exists() and any(p.name.isdigit() for p in latest.iterdir()):
-      break
-    time.sleep(0.1)
-  assert proc.poll() is None, proc.stdout.read()
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate(timeout=300)
+  signal_after_first_checkpoint(_command(data_root, workdir),
+                                workdir / "fold-1" / "checkpoints" / "latest", signal.SIGKILL, REPO)
   assert not (workdir / "cv_summary.json").exists()
   done = subprocess.run(_command(data_root, workdir), cwd=REPO, capture_output=True, text=True,
                         timeout=900)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -14,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import write_label_tree
+from conftest import signal_after_first_checkpoint, write_label_tree
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,18 +35,8 @@ def _sha(workdir):
 
 def _start_and_signal(root, workdir, sig, *extra):
   """Starts a run, waits for its first mid-epoch checkpoint, sends `sig`; returns the process."""
-  proc = subprocess.Popen(_command(root, workdir, *extra), cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  latest = Path(workdir) / "checkpoints" / "latest"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if latest.exists() and any(p.name.isdigit() for p in latest.iterdir()):
-      break
-    time.sleep(0.2)
-  assert proc.poll() is None, proc.stdout.read()
-  proc.send_signal(sig)
-  out, _ = proc.communicate(timeout=300)
-  return proc, out
+  return signal_after_first_checkpoint(_command(root, workdir, *extra),
+                                       Path(workdir) / "checkpoints" / "latest", sig, REPO)
 
 
 @pytest.fixture(scope="module")

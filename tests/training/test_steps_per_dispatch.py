@@ -13,13 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_label_tree
+from conftest import signal_after_first_checkpoint, write_label_tree
 from training.test_resume import assert_same_final_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,17 +87,9 @@ def test_checkpoints_fall_at_the_same_steps(data_root, one_step, four_steps):
 
 def test_sigkill_mid_block_then_resume_reproduces_the_run(data_root, four_steps, tmp_path):
   workdir = tmp_path / "killed"
-  proc = subprocess.Popen(_command(data_root, workdir, "--config.train.steps_per_dispatch=4"),
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   latest = workdir / "checkpoints" / "latest"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if latest.exists() and any(p.name.isdigit() for p in latest.iterdir()):
-      break
-    time.sleep(0.1)
-  assert proc.poll() is None, proc.stdout.read()
-  proc.send_signal(signal.SIGKILL)
-  proc.communicate(timeout=300)
+  signal_after_first_checkpoint(_command(data_root, workdir, "--config.train.steps_per_dispatch=4"),
+                                latest, signal.SIGKILL, REPO)
   saved = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
   assert saved and (saved[0] % 5 == 0 or saved[0] % 6 == 0), saved  # every 5 steps or an epoch end
   resumed = _train(data_root, workdir, "--config.train.steps_per_dispatch=4")
