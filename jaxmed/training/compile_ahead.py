@@ -98,8 +98,3 @@ class Compiling:
 
   def __call__(self, *args):
     return self.result()(*args)
-
-
-def compiled(program):
-  """A program, whether given compiled or as Compiling."""
-  return program.result() if isinstance(program, Compiling) else program
