@@ -110,7 +110,7 @@ def initial_state(job, tx, global_step: int, rng) -> TrainState:
 
 
 # train.steps_per_dispatch='auto': one step per dispatch on CPU, where XLA runs the convolution
-# gradients inside a loop body (lax.scan) 25-40x slower than the same convolutions in a plain
+# gradients inside a loop body (lax.scan) 35-140x slower than the same convolutions in a plain
 # program (measured 2026-12-02, jaxlib 0.10.2 and 0.12.0.1: benchmarks/steps_per_dispatch.py, LeNet
 # 23 -> 570 ms per step); 8 on GPU and TPU, where a step's launch and host round trip are what a
 # small model waits for (Keras' steps_per_execution).
