@@ -61,9 +61,9 @@ def write(path, classes: list[str], rows: list[dict], *, source: str, method: di
   with open(tmp, "w", encoding="utf-8") as f:
     header = {"jaxmed_manifest": VERSION, "classes": classes, "source": source, "method": method}
     f.write(json.dumps(header, ensure_ascii=False) + "\n")
-    for row in rows:
-      row = dict(row, file=_to_stored(str(row["file"]), base))
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for record in rows:
+      record = dict(record, file=_to_stored(str(record["file"]), base))
+      f.write(json.dumps(record, ensure_ascii=False) + "\n")
   os.replace(tmp, path)  # never leave a half-written manifest under the real name
 
 
@@ -109,9 +109,10 @@ def check_readable(lists: dict[str, FileList], workers=None):
   return decoded, bad
 
 
-def _row(classes, path, label, split, sha, note=None) -> dict:
-  row = {"file": str(path), "label": classes[int(label)], "split": split, "sha256": sha}
-  return dict(row, note=note) if note else row
+def row(classes, path, label, split, sha, note=None) -> dict:
+  """One manifest row (used by the split and cross-validation writers)."""
+  record = {"file": str(path), "label": classes[int(label)], "split": split, "sha256": sha}
+  return dict(record, note=note) if note else record
 
 
 def default_rows(classes, lists, *, seed: int, val_fraction: float, group_regex=None,
@@ -135,8 +136,8 @@ def default_rows(classes, lists, *, seed: int, val_fraction: float, group_regex=
   if "test" in decoded:
     parts["test"] = decoded["test"]
   for s, sp in parts.items():
-    rows += [_row(classes, p, l, s, h) for p, l, h in zip(sp.paths, sp.labels, sp.sha256)]
-  rows += [_row(classes, p, l, EXCLUDED, None, f"unreadable in {s}: {e}") for p, l, s, e in bad]
+    rows += [row(classes, p, l, s, h) for p, l, h in zip(sp.paths, sp.labels, sp.sha256)]
+  rows += [row(classes, p, l, EXCLUDED, None, f"unreadable in {s}: {e}") for p, l, s, e in bad]
   return rows
 
 
@@ -174,10 +175,10 @@ def remix_rows(classes, lists, ratios: tuple[float, ...], *, seed: int, group_re
     assign = split_lib.ratio_split(labels[kept], ratios, seed)
   rows = []
   for s in names:
-    rows += [_row(classes, paths[i], labels[i], s, digests[i]) for i in kept[assign == s]]
-  rows += [_row(classes, paths[i], labels[i], EXCLUDED, digests[i], note)
+    rows += [row(classes, paths[i], labels[i], s, digests[i]) for i in kept[assign == s]]
+  rows += [row(classes, paths[i], labels[i], EXCLUDED, digests[i], note)
            for i, note in sorted(excluded)]
-  rows += [_row(classes, p, l, EXCLUDED, None, f"unreadable in {s}: {e}") for p, l, s, e in bad]
+  rows += [row(classes, p, l, EXCLUDED, None, f"unreadable in {s}: {e}") for p, l, s, e in bad]
   return rows
 
 

@@ -37,12 +37,17 @@ def calibrated(probs: np.ndarray, decision: dict) -> np.ndarray:
   return calibration.apply_temperature(probs, t) if t else np.asarray(probs)
 
 
+def threshold_scores(probs: np.ndarray, decision: dict) -> np.ndarray:
+  """The probabilities the stored thresholds apply to: calibrated when they were chosen on
+  calibrated ones, as they were otherwise."""
+  return calibrated(probs, decision) if decision.get("calibrated") else np.asarray(probs)
+
+
 def at_operating_points(probs: np.ndarray, classes, decision: dict) -> list[dict] | None:
-  """Per image, {class: probability >= its threshold} (None when no thresholds are stored).
-  Thresholds chosen on uncalibrated probabilities apply to uncalibrated ones."""
+  """Per image, {class: probability >= its threshold} (None when no thresholds are stored)."""
   thresholds = decision.get("thresholds")
   if not thresholds:
     return None
-  scores = calibrated(probs, decision) if decision.get("calibrated") else np.asarray(probs)
+  scores = threshold_scores(probs, decision)
   return [{c: bool(p[k] >= thresholds[c]) for k, c in enumerate(classes) if c in thresholds}
           for p in scores]

@@ -207,12 +207,10 @@ def reliability_figure(probs: np.ndarray, labels: np.ndarray, temperature: float
 
 def calibration_section(probs, labels, workdir: Path) -> tuple[str, np.ndarray, dict | None]:
   """The reliability diagram and scores; the probabilities the stored operating points apply
-  to (calibrated when they were chosen on calibrated ones) and those thresholds."""
-  from jaxmed.evaluation import calibration
-  stored = workdir / "calibration.json"
-  temperature = json.loads(stored.read_text())["temperature"] if stored.exists() else None
-  points_file = workdir / "operating_points.json"
-  points = json.loads(points_file.read_text()) if points_file.exists() else None
+  to and those thresholds (jaxmed/evaluation/decision.py)."""
+  from jaxmed.evaluation import calibration, decision as decision_lib
+  decision = decision_lib.read_decision(workdir)
+  temperature = decision["temperature"]
   scores = calibration.calibration_metrics(probs, labels)
   text = (f"<p>ECE {scores['ece']:.4f} (15 bins), Brier {scores['brier']:.4f}, NLL "
           f"{scores['nll']:.4f}. ")
@@ -220,10 +218,8 @@ def calibration_section(probs, labels, workdir: Path) -> tuple[str, np.ndarray, 
            f"(<code>python -m jaxmed.evaluate --calibrate</code>), is drawn beside.</p>"
            if temperature else "Fit a temperature on validation with <code>python -m "
            "jaxmed.evaluate --calibrate</code>.</p>")
-  for_points = (calibration.apply_temperature(probs, temperature)
-                if points and points.get("calibrated") and temperature else probs)
   return (text + img(reliability_figure(probs, labels, temperature), "reliability diagram"),
-          for_points, points["thresholds"] if points else None)
+          decision_lib.threshold_scores(probs, decision), decision["thresholds"])
 
 
 def gallery(items) -> str:

@@ -90,7 +90,7 @@ def fold_manifests(config, k: int, group_regex: str | None, out: Path) -> list[P
   digests = [d for s in pooled for d in decoded[s].sha256]
   root = listing.found.root if listing.found is not None and listing.found.kind == "folder" else ""
   folds = assign_folds(labels, _group_ids(paths, digests, group_regex, root), k, config.seed)
-  row = manifest_lib._row
+  row = manifest_lib.row
   classes = listing.classes
   test = ([row(classes, p, l, "test", d) for p, l, d in
            zip(decoded["test"].paths, decoded["test"].labels, decoded["test"].sha256)]
