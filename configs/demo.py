@@ -23,6 +23,8 @@ def get_config():
   c.data.val_fraction = 0.15
   c.data.manifest = ml_collections.FieldReference(None, field_type=str)  # python -m jaxmed.split
   c.data.dedupe = ml_collections.FieldReference(None, field_type=str)  # 'cross_split'
+  # 'copies': the validation carved from train keeps each cluster of augmented copies on one side
+  c.data.group_by = ml_collections.FieldReference(None, field_type=str)
   # Input path (jaxmed/training/input_path.py): 'resident' decodes every split once onto the device and
   # gathers batches there; 'stream' decodes batches while training (grain pipeline); 'auto' is
   # resident when the decoded uint8 images of all splits fit in the budget (MiB), else stream.

@@ -1,11 +1,13 @@
 """Dataset doctor: what is in a dataset, what is wrong with it, and what to do about it.
 
-  python -m jaxmed.doctor PATH [--json] [--near-threshold 4] [--val-fraction 0.15]
+  python -m jaxmed.doctor PATH [--json] [--near-threshold 4] [--val-fraction 0.15] [--no-copies]
 
 PATH is anything `load_dataset` accepts (folder, archive, .npz, tfds:NAME). Reports counts per
 split and class, imbalance, unreadable files, image sizes/modes/channels, exact duplicates
 (sha256) within and across splits with label conflicts, near duplicates across splits (pHash),
-classes missing from a split, a train/test shift score, and plain advice. The analysis is
+copy clusters (augmented copies of one original: rotated/flipped, shifted, zoomed, re-encoded,
+brightened) and whether a validation split carved from train would hold copies, classes missing
+from a split, a train/test shift score, and plain advice. The analysis is
 jaxmed/data/doctor.py; this module is its command line. In Python: `jaxmed.doctor(PATH)`.
 """
 
@@ -24,11 +26,14 @@ def main(argv=None) -> int:
   parser.add_argument("--json", action="store_true", help="print one JSON object")
   parser.add_argument("--near-threshold", type=int, default=4, help="pHash Hamming distance (of 64)")
   parser.add_argument("--val-fraction", type=float, default=0.15)
+  parser.add_argument("--no-copies", action="store_true",
+                      help="skip copy clusters (about 20 s per 5,000 images on 2 cores)")
   parser.add_argument("--workers", type=int, default=None)
   args = parser.parse_args(argv)
   try:
     report = doctor.examine(args.path, near_threshold=args.near_threshold,
-                            val_fraction=args.val_fraction, workers=args.workers)
+                            val_fraction=args.val_fraction, workers=args.workers,
+                            find_copies=not args.no_copies)
   except (FileNotFoundError, ValueError) as e:
     raise cli.UserError(str(e)) from e
   for line in report["warnings"]:  # empty class folders, refused archive members

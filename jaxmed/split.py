@@ -1,12 +1,14 @@
 """Write a split manifest, so a run's exact files, labels and splits are fixed and auditable.
 
   python -m jaxmed.split PATH --out split.jsonl [--seed 0] [--val-fraction 0.15]
-      [--remix 0.8,0.1,0.1] [--group-regex 'REGEX'] [--force]
+      [--remix 0.8,0.1,0.1] [--group-regex 'REGEX'] [--group-by copies] [--force]
 
 Default: the dataset's own splits, validation carved from train exactly as training does (so a
 run with the manifest equals one without). --remix merges every split, drops exact duplicates
 and re-splits stratified at the ratios (train,val[,test]). --group-regex keeps groups whole: the
 regex runs on each path below PATH, its first capture group is the group (patient/study) id.
+--group-by copies keeps each copy cluster whole (augmented copies of one original, found as the
+doctor finds them: jaxmed/data/copies.py); with --group-regex too, either link joins a group.
 Train with: --config.data.manifest=split.jsonl. The format is described in jaxmed/data/manifest.py.
 """
 
@@ -57,22 +59,25 @@ def main(argv=None) -> int:
   parser.add_argument("--val-fraction", type=float, default=0.15, help="as config.data.val_fraction")
   parser.add_argument("--remix", type=_parse_ratios, default=None, help="e.g. 0.8,0.1,0.1")
   parser.add_argument("--group-regex", type=_regex, default=None, help=r"e.g. '(person\d+)_'")
+  parser.add_argument("--group-by", choices=["copies"], default=None,
+                      help="keep clusters of augmented copies in one split")
   parser.add_argument("--force", action="store_true", help="overwrite an existing manifest")
   parser.add_argument("--workers", type=int, default=None)
   args = parser.parse_args(argv)
   try:
     classes, rows, found = manifest.make_rows(
         args.path, seed=args.seed, val_fraction=args.val_fraction, remix=args.remix,
-        group_regex=args.group_regex, workers=args.workers)
-    method = {"remix": args.remix, "group_regex": args.group_regex, "seed": args.seed,
+        group_regex=args.group_regex, group_by=args.group_by, workers=args.workers)
+    method = {"remix": args.remix, "group_regex": args.group_regex, "group_by": args.group_by,
+              "seed": args.seed,
               "val_fraction": None if args.remix else args.val_fraction}
     manifest.write(args.out, classes, rows, source=found.root, method=method, force=args.force)
   except (FileNotFoundError, FileExistsError, ValueError) as e:
     raise cli.UserError(str(e)) from e
   for line in found.warnings():  # empty class folders, refused archive members
     print(line, file=sys.stderr)
-  if args.group_regex and not args.remix and "val" in found.splits:
-    print("note: the dataset has its own val split, so --group-regex changed nothing (use --remix)")
+  if (args.group_regex or args.group_by) and not args.remix and "val" in found.splits:
+    print("note: the dataset has its own val split, so grouping changed nothing (use --remix)")
   print(summary(classes, rows))
   excluded = [r for r in rows if r["split"] == manifest.EXCLUDED]
   for r in excluded[:10]:

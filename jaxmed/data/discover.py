@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from jaxmed.data import folder
+from jaxmed.data import copies, folder
 from jaxmed.data import manifest as manifest_lib
 from jaxmed.data import split as split_lib
 # Imported here too because callers know them as discover.discover, discover.walk, ...
@@ -63,14 +63,15 @@ def list_dataset(spec: str, manifest: str | None = None) -> Listing:
 
 def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
                  manifest: str | None = None, dedupe: str | None = None, workers=None,
-                 listing: Listing | None = None, decode: bool = True):
+                 listing: Listing | None = None, decode: bool = True, group_by: str | None = None):
   """The trainer's entry point: (classes, {'train', 'val'[, 'test']: Split}, record).
 
   Without a manifest, validation (when the data has none) is carved from train exactly as
   before: `stratified_split(train labels, val_fraction, seed)` after unreadable files drop out.
   With one, its files, labels, splits and order are used as written (sha256 checked).
   `dedupe='cross_split'` drops val/test images whose content also occurs in train.
-  `listing` reuses a `list_dataset` result. `decode=False` leaves the images undecoded
+  `group_by='copies'` carves that validation split by copy cluster (data/copies.py), so no
+  augmented copy of a training image is validated on. `listing` reuses a `list_dataset` result. `decode=False` leaves the images undecoded
   (Split.images is None; the streaming input path): files are then only read when hashes are
   needed, so a file that reads but does not decode stays in its split until it is streamed.
   """
@@ -97,8 +98,9 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
     raise ValueError(f"{manifest}: {len(mismatched)} file(s) changed since the manifest was "
                      f"written (sha256 differs), e.g. {mismatched[0]}; restore them, or write a "
                      f"new manifest with python -m jaxmed.split")
+  carved = None
   if "val" not in splits:  # carve a stratified validation split from train, as Keras' subset=
-    keep, held = split_lib.stratified_split(splits["train"].labels, val_fraction, seed)
+    keep, held, carved = _carve_validation(splits["train"], val_fraction, seed, group_by, workers)
     splits["val"] = splits["train"].subset(held)
     splits["train"] = splits["train"].subset(keep)
   dropped = {}
@@ -121,7 +123,30 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
       "extra_splits": {s: len(found.splits[s].paths) for s in found.extra_splits} if found else {},
       "dedupe": {"mode": dedupe or None, "dropped": dropped,
                  "num_dropped": sum(len(v) for v in dropped.values())},
+      "validation": carved or {"method": "manifest" if manifest else "dataset's own val split"},
   }
   if len(splits["train"]) == 0:
     raise ValueError(f"{spec}: no readable training images ({len(skipped)} files could not be decoded)")
   return classes, splits, record
+
+
+GROUP_BY = (None, "copies")
+
+
+def _carve_validation(train, val_fraction: float, seed: int, group_by, workers):
+  """(keep, held, how): stratified at random, or keeping each copy cluster on one side."""
+  if group_by is not None and str(group_by).lower() in ("", "none"):
+    group_by = None
+  if group_by not in GROUP_BY:
+    raise ValueError(f"data.group_by must be None or 'copies', got {group_by!r}")
+  if group_by is None:
+    keep, held = split_lib.stratified_split(train.labels, val_fraction, seed)
+    return keep, held, {"method": "random", "val_fraction": val_fraction, "seed": seed}
+  keys, found = copies.copy_keys(  # reads every training file once more
+      [str(p) for p in train.paths], workers)
+  assign = split_lib.group_split(train.labels, keys, {"val": val_fraction}, seed)
+  clusters = found.clusters()
+  how = {"method": "copies", "val_fraction": val_fraction, "seed": seed,
+         "clusters": len(clusters), "images_in_clusters": sum(len(c) for c in clusters),
+         "largest": max((len(c) for c in clusters), default=0), "stats": found.stats}
+  return np.flatnonzero(assign == "train"), np.flatnonzero(assign == "val"), how

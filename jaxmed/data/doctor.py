@@ -3,7 +3,8 @@
 `examine(spec)` returns one JSON-ready report: counts per split and class, imbalance, unreadable
 files, image sizes/modes/channels, files rotated by their EXIF tag (turned upright when loaded),
 exact duplicates (sha256) within and across splits with label conflicts, near duplicates across
-splits (pHash), classes missing from a split, a train/test shift score and plain advice;
+splits (pHash), copy clusters (augmented copies: rotated, flipped, shifted, re-encoded; see
+data/copies.py for how they are found and how well), classes missing from a split, a train/test shift score and plain advice;
 `format_report` renders it as text. The command line is `python -m jaxmed.doctor`
 (jaxmed/doctor.py).
 """
@@ -13,16 +14,18 @@ import time
 
 import numpy as np
 
-from jaxmed.data import hashing, layout
+from jaxmed.data import copies, hashing, layout
 from jaxmed.data import split as split_lib
 from jaxmed.evaluation import metrics
 
 SMALL_CLASS = 100   # fewer training images than this: say transfer learning and class weights
 SMALL_VAL = 5       # fewer validation images per class than this: recall is noise
+COPY_FRACTION = 0.05  # this share of train images with a copy in train: say validation is optimistic
 SHIFT_AUC = 0.75    # a linear model on thumbnails separating train from test this well = shift
 
 
-def examine(spec: str, *, near_threshold: int = 4, val_fraction: float = 0.15, workers=None) -> dict:
+def examine(spec: str, *, near_threshold: int = 4, val_fraction: float = 0.15, workers=None,
+            find_copies: bool = True) -> dict:
   start = time.perf_counter()
   found = layout.discover(spec)
   classes = found.classes
@@ -46,6 +49,7 @@ def examine(spec: str, *, near_threshold: int = 4, val_fraction: float = 0.15, w
   oriented = [p.ref for p in probes if p.error is None and p.orientation != 1]
   report["exif_orientation"] = {"rotated_or_flipped": len(oriented), "files": oriented}
   report["duplicates"] = _duplicates(probes, splits_of, labels_of, classes, near_threshold)
+  report["copies"] = _copies(probes, splits_of, labels_of, classes) if find_copies else None
   report["missing_classes"] = {s: [c for c, n in counts.items() if n == 0]
                                for s, counts in report["splits"].items()
                                if any(n == 0 for n in counts.values())}
@@ -121,6 +125,33 @@ def _duplicates(probes, splits_of, labels_of, classes, threshold) -> dict:
           "label_conflicts": conflicts, "near_cross_split": near, "near_threshold": threshold}
 
 
+def _copies(probes, splits_of, labels_of, classes, examples: int = 5) -> dict:
+  """Copy clusters over every readable image (data/copies.py), and what they mean for splits."""
+  ok = np.flatnonzero([p.error is None for p in probes])
+  found = copies.find_copies(np.stack([probes[i].gray for i in ok]) if len(ok) else
+                             np.zeros((0, copies.SIDE, copies.SIDE)), [probes[i].sha256 for i in ok])
+  clusters = [ok[c] for c in found.clusters()]
+  cluster_splits = [set(splits_of[c].tolist()) for c in clusters]
+  with_copy_in_train = {}
+  for s in dict.fromkeys(splits_of.tolist()):
+    if s != "train":
+      with_copy_in_train[s] = int(sum(np.sum(splits_of[c] == s) for c, names in
+                                      zip(clusters, cluster_splits) if "train" in names))
+  train_in_train_clusters = sum(int(np.sum(splits_of[c] == "train")) for c in clusters
+                                if np.sum(splits_of[c] == "train") > 1)
+  n_train = int(np.sum(splits_of[ok] == "train"))
+  return {"clusters": len(clusters), "images_in_clusters": int(sum(len(c) for c in clusters)),
+          "largest": max((len(c) for c in clusters), default=0),
+          "with_copy_in_train": with_copy_in_train,
+          "train_images_with_copy_in_train": train_in_train_clusters,
+          "train_fraction_with_copy": round(train_in_train_clusters / n_train, 4) if n_train else 0.0,
+          "mixed_labels": sum(len({int(l) for l in labels_of[c]}) > 1 for c in clusters),
+          "examples": [{"files": [probes[i].ref for i in c[:6]], "size": len(c),
+                        "splits": [str(splits_of[i]) for i in c[:6]],
+                        "labels": [classes[labels_of[i]] for i in c[:6]]} for c in clusters[:examples]],
+          "min_psr": copies.MIN_PSR, "stats": found.stats}
+
+
 def _features(probes) -> np.ndarray:
   stats = [[np.log(p.width), np.log(p.height), np.log1p(p.nbytes), float(p.is_gray),
             *p.channel_mean, *p.channel_std] for p in probes]
@@ -180,6 +211,19 @@ def advice(report, found, train_labels, val_fraction) -> list[str]:
     if n:
       out.append(f"{n} {s} images also occur in train: evaluation is inflated; "
                  f"use --config.data.dedupe=cross_split")
+  found = report.get("copies")
+  if found:
+    for s, n in found["with_copy_in_train"].items():
+      if n:
+        out.append(f"{n} {s} images have an augmented copy in train (rotated, flipped, shifted or "
+                   f"re-encoded): {s} results are optimistic; re-split keeping copies together with "
+                   f"`python -m jaxmed.split PATH --out split.jsonl --remix 0.8,0.1,0.1 --group-by copies`")
+    if "val" not in splits and found["train_fraction_with_copy"] >= COPY_FRACTION:
+      out.append(f"{found['train_fraction_with_copy']:.0%} of training images have an augmented copy "
+                 f"in train ({found['clusters']} copy clusters, the largest {found['largest']}): a "
+                 f"validation split carved at random from train will hold copies of training images "
+                 f"and flatter the model; train with --config.data.group_by=copies, which keeps "
+                 f"each cluster on one side")
   if dup["label_conflicts"]:
     g = dup["label_conflicts"][0]
     out.append(f"{len(dup['label_conflicts'])} groups of identical images carry different labels "
@@ -255,6 +299,15 @@ def format_report(r: dict) -> str:
   lines.append(f"near duplicates across splits (pHash distance <= {d['near_threshold']}): "
                f"{len(d['near_cross_split'])} pairs")
   lines += [f"  {p['files'][0]}  ~  {p['files'][1]}  ({p['distance']})" for p in d["near_cross_split"][:5]]
+  c = r.get("copies")
+  if c:
+    where = ", ".join(f"{n} {s}" for s, n in c["with_copy_in_train"].items())
+    lines.append(f"copy clusters (rotations/flips, shifts, zoom, re-encoding, brightness): "
+                 f"{c['clusters']} clusters, {c['images_in_clusters']} images, largest "
+                 f"{c['largest']}; {c['train_fraction_with_copy']:.1%} of train images have a copy "
+                 f"in train" + (f"; with a copy in train: {where}" if where else ""))
+    lines += [f"  {e['size']} images: " + ", ".join(e["files"][:3]) + (" ..." if e["size"] > 3 else "")
+              for e in c["examples"][:3]]
   if r["shift"]:
     auc = r["shift"]["auc"]
     lines.append(f"shift {r['shift']['between'][0]} vs {r['shift']['between'][1]}: "

@@ -1,5 +1,6 @@
 """Per-file fingerprints for the doctor and for manifests: content sha256, a perceptual hash,
-decodability, size/mode/channel statistics and a tiny thumbnail, all from one read of each file.
+decodability, size/mode/channel statistics and small thumbnails (the shift classifier's, and the
+one copy clusters are found on), all from one read of each file.
 
 The perceptual hash is the classic 64-bit DCT pHash: 32x32 grayscale, 2-D DCT-II, the 8x8
 lowest frequencies compared with their median. It ignores re-encoding, resizing and mild
@@ -18,6 +19,7 @@ from PIL import Image
 from jaxmed.data import folder
 
 THUMB = 8  # thumbnail side for the train/test shift classifier
+COPY_SIDE = 64  # grayscale thumbnail side copy clusters are found on (data/copies.py)
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -37,6 +39,12 @@ def phash(gray32: np.ndarray) -> int:
   return int(np.packbits(bits).view(">u8")[0])
 
 
+def gray_thumbnail(im: Image.Image) -> np.ndarray:
+  """The (COPY_SIDE, COPY_SIDE) uint8 grayscale thumbnail copy clusters compare, from an upright
+  image; squashed to a square, so a copy resized to another aspect ratio still lines up."""
+  return np.asarray(im.convert("L").resize((COPY_SIDE, COPY_SIDE), Image.Resampling.BOX), np.uint8)
+
+
 @dataclasses.dataclass
 class Probe:
   """Everything the doctor needs about one file; `error` set when it cannot be decoded."""
@@ -53,6 +61,7 @@ class Probe:
   orientation: int = 1  # EXIF Orientation; 2-8 were rotated/flipped upright when decoded
   phash: int = 0
   thumb: np.ndarray | None = None
+  gray: np.ndarray | None = None  # COPY_SIDE^2 uint8, for copy clusters (data/copies.py)
 
 
 def probe(ref) -> Probe:
@@ -78,6 +87,7 @@ def probe(ref) -> Probe:
   out.channel_std = tuple(round(float(v), 2) for v in a.std(axis=(0, 1)))
   out.is_gray = bool(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
   gray = rgb.convert("L")
+  out.gray = gray_thumbnail(gray)
   out.phash = phash(np.asarray(gray.resize((32, 32), Image.Resampling.BILINEAR)))
   out.thumb = np.asarray(gray.resize((THUMB, THUMB), Image.Resampling.BOX), np.float32).ravel() / 255
   return out

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from jaxmed.data import archive, folder, layout
+from jaxmed.data import archive, copies, folder, layout
 from jaxmed.data import split as split_lib
 from jaxmed.data.files import FileList
 
@@ -116,9 +116,10 @@ def row(classes, path, label, split, sha, note=None) -> dict:
 
 
 def default_rows(classes, lists, *, seed: int, val_fraction: float, group_regex=None,
-                 root: str = "", workers=None) -> list[dict]:
+                 group_by=None, root: str = "", workers=None) -> list[dict]:
   """The dataset's own splits; validation carved from train exactly as `load_dataset` does
-  (after unreadable files drop out), or group-aware when `group_regex` is given."""
+  (after unreadable files drop out), or group-aware when `group_regex` or `group_by='copies'`
+  is given."""
   lists = {s: lists[s] for s in ("train", "val", "test") if s in lists}
   decoded, bad = check_readable(lists, workers)
   rows = []
@@ -126,8 +127,8 @@ def default_rows(classes, lists, *, seed: int, val_fraction: float, group_regex=
   if "val" in decoded:
     parts = {"train": train, "val": decoded["val"]}
   else:
-    if group_regex:
-      groups = group_keys(train.paths, group_regex, root)
+    if group_regex or group_by:
+      groups = _groups(train.paths, group_regex, group_by, root, workers)
       assign = split_lib.group_split(train.labels, groups, {"val": val_fraction}, seed)
       keep, held = np.flatnonzero(assign == "train"), np.flatnonzero(assign == "val")
     else:
@@ -142,7 +143,7 @@ def default_rows(classes, lists, *, seed: int, val_fraction: float, group_regex=
 
 
 def remix_rows(classes, lists, ratios: tuple[float, ...], *, seed: int, group_regex=None,
-               root: str = "", workers=None) -> list[dict]:
+               group_by=None, root: str = "", workers=None) -> list[dict]:
   """Merges every split, drops exact duplicates (all copies when their labels disagree) and
   re-splits stratified at `ratios` (train, val[, test]), optionally keeping groups whole."""
   decoded, bad = check_readable(lists, workers)
@@ -168,8 +169,8 @@ def remix_rows(classes, lists, ratios: tuple[float, ...], *, seed: int, group_re
       excluded += [(i, f"duplicate of {paths[idx[0]]}") for i in idx[1:]]
   kept = np.flatnonzero(keep)
   names = ["train", "val", "test"][:len(ratios)]
-  if group_regex:
-    groups = group_keys([paths[i] for i in kept], group_regex, root)
+  if group_regex or group_by:
+    groups = _groups([paths[i] for i in kept], group_regex, group_by, root, workers)
     assign = split_lib.group_split(labels[kept], groups, dict(zip(names[1:], ratios[1:])), seed)
   else:
     assign = split_lib.ratio_split(labels[kept], ratios, seed)
@@ -183,7 +184,7 @@ def remix_rows(classes, lists, ratios: tuple[float, ...], *, seed: int, group_re
 
 
 def make_rows(path: str, *, seed: int, val_fraction: float, remix=None, group_regex=None,
-              workers=None) -> tuple[list[str], list[dict], layout.Discovery]:
+              group_by=None, workers=None) -> tuple[list[str], list[dict], layout.Discovery]:
   """Discovers `path` and returns (classes, manifest rows, what was found): the dataset's own
   splits (`default_rows`), or every split merged and re-split at `remix` (`remix_rows`)."""
   found = layout.discover(path)
@@ -192,10 +193,10 @@ def make_rows(path: str, *, seed: int, val_fraction: float, remix=None, group_re
   root = found.root if found.kind == "folder" else ""
   if remix:
     rows = remix_rows(found.classes, found.splits, remix, seed=seed, group_regex=group_regex,
-                      root=root, workers=workers)
+                      group_by=group_by, root=root, workers=workers)
   else:
     rows = default_rows(found.classes, found.splits, seed=seed, val_fraction=val_fraction,
-                        group_regex=group_regex, root=root, workers=workers)
+                        group_regex=group_regex, group_by=group_by, root=root, workers=workers)
   return found.classes, rows, found
 
 
@@ -219,3 +220,14 @@ def group_keys(paths, regex: str, root: str = "") -> list[str]:
     m = pattern.search(relative_name(str(p), root))
     keys.append(("g:" + (m.group(1) if m.groups() else m.group(0))) if m else "f:" + str(p))
   return keys
+
+
+def _groups(paths, group_regex, group_by, root, workers) -> list[str]:
+  """Group keys by regex, by copy cluster, or by both (files sharing either share a group)."""
+  regex_keys = group_keys(paths, group_regex, root) if group_regex else None
+  if group_by != "copies":
+    return regex_keys
+  copy_keys, _ = copies.copy_keys([str(p) for p in paths], workers)
+  if regex_keys is None:
+    return copy_keys
+  return [f"u:{i}" for i in copies.union_of(regex_keys, copy_keys)]

@@ -112,6 +112,7 @@ def dataset_section(summary: dict, workdir: Path) -> str:
   data, classes = summary.get("data", {}), summary["classes"]
   parts = [table(["field", "value"], [(k, data.get(k)) for k in ("root", "source", "layout", "synthetic")])]
   counts = data.get("counts", {})
+  parts.append(f"<p>Validation split: {html.escape(validation_text(data.get('validation')))}</p>")
   parts.append("<h3>Images per split and class</h3>" + table(
       ["split"] + classes + ["total"], [[s] + c + [sum(c)] for s, c in counts.items()]))
   for key, label in (("skipped_files", "Unreadable files skipped"), ("ignored", "Ignored items")):
@@ -124,10 +125,32 @@ def dataset_section(summary: dict, workdir: Path) -> str:
     advice = doctor.get("advice") or ["nothing to fix"]
     parts.append("<h3>Dataset doctor findings</h3><ul>"
                  + "".join(f"<li>{html.escape(a)}</li>" for a in advice) + "</ul>")
+    found = doctor.get("copies")
+    if found:
+      parts.append("<h3>Copy clusters</h3>" + table(["finding", "value"], [
+          ("clusters (2 or more images)", found["clusters"]),
+          ("images in clusters", found["images_in_clusters"]),
+          ("largest cluster", found["largest"]),
+          ("train images with a copy in train", f"{found['train_fraction_with_copy']:.1%}"),
+          *[(f"{s} images with a copy in train", n) for s, n in found["with_copy_in_train"].items()]], 2))
   else:
     parts.append('<p class="note">No doctor.json in the workdir (python -m jaxmed.doctor PATH '
                  '--json &gt; DIR/doctor.json adds its findings here).</p>')
   return "".join(parts)
+
+
+def validation_text(how: dict | None) -> str:
+  """How the validation split was made, in words (summary.json data.validation)."""
+  if not how:
+    return "not recorded (a run from before jaxmed recorded it)"
+  method = how.get("method")
+  if method == "random":
+    return f"carved from train at random, stratified by class ({how['val_fraction']:g}, seed {how['seed']})"
+  if method == "copies":
+    return (f"carved from train by copy cluster ({how['val_fraction']:g}, seed {how['seed']}): "
+            f"{how['clusters']} clusters of augmented copies ({how['images_in_clusters']} images, "
+            f"the largest {how['largest']}) each kept on one side")
+  return str(method)
 
 
 def curves_section(workdir: Path, history: list[dict]) -> str:

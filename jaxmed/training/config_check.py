@@ -160,6 +160,7 @@ RULES = [
     Rule("data.stream_threads", _integer(1)),
     Rule("data.stream_workers", _integer(0)),
     Rule("data.dedupe", _choice(("cross_split",), "must be None or 'cross_split'", off=OFF)),
+    Rule("data.group_by", _choice(("copies",), "must be None or 'copies'", off=OFF)),
     Rule("data.synthetic", _flag),
     Rule("model.arch", _choice(_architectures), True),
     Rule("model.dtype", _choice(("float32", "bfloat16"))),

@@ -11,7 +11,8 @@ that did not train on it, and the folds' models average into an ensemble for the
                              test probabilities) when there is a test split
 
 Folds are stratified by class and keep groups whole: images whose names share the
-`--group-regex` key (a patient), and identical files (same sha256), land in one fold.
+`--group-regex` key (a patient), identical files (same sha256) and, with data.group_by='copies',
+each cluster of augmented copies (data/copies.py) land in one fold.
 """
 
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmed.data import copies
 from jaxmed.data import manifest as manifest_lib
 from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.distributed import say
@@ -53,28 +55,15 @@ def assign_folds(labels, groups, k: int, seed: int) -> np.ndarray:
   return fold
 
 
-def _group_ids(paths, digests, group_regex, root) -> list[int]:
-  """One id per image: images sharing a regex key or a sha256 share an id (union-find)."""
-  keys = (manifest_lib.group_keys(paths, group_regex, root) if group_regex
-          else [f"f:{p}" for p in paths])
-  parent = list(range(len(paths)))
-
-  def find(i):
-    while parent[i] != i:
-      parent[i] = parent[parent[i]]
-      i = parent[i]
-    return i
-
-  first = {}
-  for i, key in enumerate(keys):
-    for token in (key, f"sha:{digests[i]}" if digests[i] else None):
-      if token is None:
-        continue
-      if token in first:
-        parent[find(i)] = find(first[token])
-      else:
-        first[token] = i
-  return [find(i) for i in range(len(paths))]
+def _group_ids(paths, digests, group_regex, root, group_by=None) -> list[int]:
+  """One id per image: images sharing a regex key, a sha256 or (group_by='copies') a copy
+  cluster share an id."""
+  keyings = [manifest_lib.group_keys(paths, group_regex, root) if group_regex
+             else [f"f:{p}" for p in paths],
+             [f"sha:{d}" if d else f"f:{p}" for p, d in zip(paths, digests)]]
+  if group_by == "copies":
+    keyings.append(copies.copy_keys([str(p) for p in paths])[0])
+  return copies.union_of(*keyings)
 
 
 def fold_manifests(config, k: int, group_regex: str | None, out: Path) -> list[Path]:
@@ -89,7 +78,9 @@ def fold_manifests(config, k: int, group_regex: str | None, out: Path) -> list[P
   labels = np.concatenate([decoded[s].labels for s in pooled]).astype(int)
   digests = [d for s in pooled for d in decoded[s].sha256]
   root = listing.found.root if listing.found is not None and listing.found.kind == "folder" else ""
-  folds = assign_folds(labels, _group_ids(paths, digests, group_regex, root), k, config.seed)
+  group_by = config.data.get("group_by")
+  groups = _group_ids(paths, digests, group_regex, root, group_by)
+  folds = assign_folds(labels, groups, k, config.seed)
   row = manifest_lib.row
   classes = listing.classes
   test = ([row(classes, p, l, "test", d) for p, l, d in
@@ -104,14 +95,17 @@ def fold_manifests(config, k: int, group_regex: str | None, out: Path) -> list[P
     path = out / f"fold-{f}.jsonl"
     manifest_lib.write(path, classes, rows + test + excluded, source=spec, force=True,
                        method={"crossval": {"folds": k, "fold": f, "seed": config.seed,
-                                            "group_regex": group_regex}})
+                                            "group_regex": group_regex, "group_by": group_by}})
     written.append(path)
   return written
 
 
 def _plan(config, k: int, group_regex) -> dict:
-  return {"folds": k, "seed": config.seed, "group_regex": group_regex,
+  plan = {"folds": k, "seed": config.seed, "group_regex": group_regex,
           "data_root": str(config.data.root), "manifest": str(config.data.get("manifest"))}
+  if config.data.get("group_by"):  # only when set: plans written before it existed still resume
+    plan["group_by"] = config.data.group_by
+  return plan
 
 
 def run_crossval(config, workdir, k: int = 5, group_regex: str | None = None) -> dict:

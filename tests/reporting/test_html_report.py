@@ -32,7 +32,10 @@ class _Collector(html.parser.HTMLParser):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   workdir = trained_workdir(tmp_path_factory)
-  (workdir / "doctor.json").write_text(json.dumps({"advice": ["class c has 8 images: use transfer learning"]}))
+  doctor = {"advice": ["class c has 8 images: use transfer learning"],
+            "copies": {"clusters": 3, "images_in_clusters": 7, "largest": 3,
+                       "train_fraction_with_copy": 0.25, "with_copy_in_train": {"test": 2}}}
+  (workdir / "doctor.json").write_text(json.dumps(doctor))
   from jaxmed import html_report
   assert html_report.main(["--workdir", str(workdir), "--gradcam-per-class", "1"]) == 0
   path = workdir / "report" / "index.html"
@@ -54,6 +57,9 @@ def test_every_section_is_present_with_its_content(report):
   assert len(images["misclassified"]) == wrong
   assert f"{summary['test']['accuracy']:.3f}" in text  # the headline metric
   assert "class c has 8 images" in text  # doctor findings
+  assert "Copy clusters" in text and "<td>test images with a copy in train</td><td>2</td>" in text
+  assert summary["data"]["validation"] == {"method": "random", "val_fraction": 0.15, "seed": 0}
+  assert "carved from train at random, stratified by class (0.15, seed 0)" in text
   assert "lenet" in text and "Images per split and class" in text
   assert "learning rate" in text and "finetune" in text  # per-phase table with the lr
 

@@ -1,0 +1,152 @@
+"""How well copy clusters (jaxmed/data/copies.py) find augmented copies, and how often they merge
+distinct images, measured on the shared train images.
+
+  python benchmarks/copy_detection.py [--json FILE] [--originals 200] [--copies 5]
+
+1. Built copies: `--originals` images of each shared train split get `--copies` augmented copies
+   each (benchmarks/copy_maker.py: one of the 8 rotations/flips plus a random subset of shift,
+   zoom, small rotation, brightness/contrast, resize, JPEG), per `strength` (1: shifts and zooms
+   up to 4 %, rotations up to 4 degrees; 2.5: Keras' common 10 % / 10 % / 10 degrees), and one
+   copy per kind alone. The whole split plus the copies is clustered; recall is the share of
+   (original, copy) and (copy, copy) pairs in one cluster, precision the share of pairs in one
+   cluster among the originals' images that come from one original.
+2. Distinct images: the share of each real train split's images that land in a cluster, and for
+   the chest X-rays (whose names carry a patient id) the share in a cluster spanning two patients.
+3. Time: find_copies on 5k and 20k thumbnails (the shared images plus rotated copies of them).
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import copy_maker  # noqa: E402
+from jaxmed.data import copies, folder, hashing  # noqa: E402
+
+SHARED = os.environ.get("JAXMED_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+SETS = {"chest_xray": "data/chest_xray_pneumonia/train/*/*.jpeg",
+        "brain_mri": "data/brain_tumor_mri/Training/*/*.jpg"}
+
+
+def thumb(path) -> np.ndarray:
+  with Image.open(path) as im:
+    im.draft("RGB", (copies.SIDE, copies.SIDE))
+    return hashing.gray_thumbnail(im)
+
+
+def patient(path: str) -> str:
+  m = re.search(r"(person\d+)_|IM-(\d+)-", os.path.basename(path))
+  return (m.group(1) or m.group(2)) if m else path
+
+
+def pair_scores(cluster, origin) -> dict:
+  same_cluster = cluster[:, None] == cluster[None]
+  same_origin = origin[:, None] == origin[None]
+  upper = np.triu_indices(len(origin), 1)
+  sc, so = same_cluster[upper], same_origin[upper]
+  tp, fp, fn = int(np.sum(sc & so)), int(np.sum(sc & ~so)), int(np.sum(~sc & so))
+  return {"recall": round(tp / max(tp + fn, 1), 4), "precision": round(tp / max(tp + fp, 1), 4),
+          "pairs": tp + fn}
+
+
+def built_copies(paths, grays, rng, originals, per, strength, kinds=None) -> dict:
+  picked = rng.choice(len(paths), originals, replace=False)
+  extra, origin = [], []
+  for j in picked:
+    with Image.open(paths[j]) as im:
+      im.load()
+      for _ in range(per):
+        extra.append(hashing.gray_thumbnail(copy_maker.augmented_copy(im, rng, kinds, strength)))
+        origin.append(j)
+  gray = np.concatenate([grays, np.stack(extra)])
+  found = copies.find_copies(gray)
+  members = np.r_[picked, len(paths) + np.arange(len(extra))]
+  origin_all = np.r_[picked, origin]
+  scores = pair_scores(found.cluster[members], origin_all)
+  # an original's images clustered with anything from outside its own images
+  outside = [bool(np.any((found.cluster == found.cluster[m]) & ~np.isin(np.arange(len(gray)),
+                                                                        members[origin_all == o])))
+             for m, o in zip(members, origin_all)]
+  scores["merged_with_other_images"] = round(float(np.mean(outside)), 4)
+  return scores
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--originals", type=int, default=200)
+  parser.add_argument("--copies", type=int, default=5)
+  args = parser.parse_args()
+  rng = np.random.default_rng(0)
+  records = []
+  machine = {"cpu": _cpu(), "python": platform.python_version(), "numpy": np.__version__,
+             "date": time.strftime("%Y-%m-%d")}
+
+  def record(dataset, metric, value, **extra):
+    records.append({"dataset": dataset, "metric": metric, "value": value, **extra, **machine})
+    print(json.dumps(records[-1]))
+
+  pools = {}
+  for name, pattern in SETS.items():
+    paths = sorted(glob.glob(os.path.join(SHARED, pattern)))
+    if not paths:
+      print(f"skipping {name}: no files at {os.path.join(SHARED, pattern)}")
+      continue
+    grays = np.stack([thumb(p) for p in paths])
+    pools[name] = (paths, grays)
+    start = time.perf_counter()
+    found = copies.find_copies(grays, [folder.content_sha256(open(p, "rb").read())
+                                       for p in paths])
+    seconds = time.perf_counter() - start
+    clusters = found.clusters()
+    record(name, "images_in_clusters", round(sum(map(len, clusters)) / len(paths), 4),
+           images=len(paths), clusters=len(clusters), largest=len(clusters[0]) if clusters else 0,
+           seconds=round(seconds, 1))
+    if name == "chest_xray":
+      spanning = [c for c in clusters if len({patient(paths[i]) for i in c}) > 1]
+      record(name, "images_in_clusters_spanning_patients",
+             round(sum(map(len, spanning)) / len(paths), 4), clusters=len(spanning))
+    for strength in (1.0, 2.5):
+      record(name, "built_copies", built_copies(paths, grays, rng, args.originals, args.copies,
+                                                 strength), strength=strength, copies=args.copies,
+             originals=args.originals, kinds="dihedral + random subset")
+    for kind in copy_maker.KINDS[1:] if name == "chest_xray" else ():  # brain: see its merge rate
+      record(name, "built_copies", built_copies(paths, grays, rng, args.originals // 2, 2, 1.0,
+                                                 ["dihedral", kind]), strength=1.0, kinds=f"dihedral + {kind}")
+  if len(pools) == 2:
+    both = np.concatenate([pools["chest_xray"][1], pools["brain_mri"][1]])
+    augmented = np.stack([copies.dihedral(g, int(t)) for g, t in
+                          zip(both[rng.integers(0, len(both), 20000 - len(both))],
+                              rng.integers(1, 8, 20000 - len(both)))])
+    every = np.concatenate([both, augmented])
+    for n in (5000, 20000):
+      start = time.perf_counter()
+      found = copies.find_copies(every[:n])
+      record("chest_xray+brain_mri(+rotated copies)", "find_copies_seconds",
+             round(time.perf_counter() - start, 1), images=n, stages=found.stats)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(records, f, indent=1)
+  return 0
+
+
+def _cpu() -> str:
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+  except OSError:
+    pass
+  return platform.processor()
+
+
+if __name__ == "__main__":
+  sys.exit(main())

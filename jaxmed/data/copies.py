@@ -1,0 +1,313 @@
+"""Copy clusters: images that are augmented copies of one original (rotated or flipped, shifted,
+zoomed, re-encoded, resized, brightened), found so that a split can keep each cluster on one side.
+
+Kaggle datasets such as the blood-cell set ship dozens of augmented copies per original; a
+validation split carved at random from such a train split holds copies of training images and
+flatters the model. A plain perceptual hash misses most of them, because most are rotated or
+flipped. Two stages, both on 64x64 grayscale thumbnails that `hashing.probe` keeps:
+
+1. Candidates: every image's nearest neighbours (`NEIGHBOURS` each) under two global
+   descriptors, each compared under the 8 rotations/flips: low DCT frequencies of the central 70 %
+   (tolerates re-encoding, resizing, brightness, small zoom and rotation) and low-frequency
+   Fourier magnitudes (tolerate shifts). Brute force: n^2 x 8 dot products per descriptor.
+2. Verification: phase correlation of each candidate pair under the rotation/flip that matched,
+   low-passed: a copy gives one sharp peak, distinct images of one kind (two chest X-rays, whose
+   ribs line up at several shifts) a flat surface; the peak-to-sidelobe ratio at `MIN_PSR`
+   separates them. Pairs that nearly pass are scored again under small turns and zooms (which
+   phase correlation does not undo). Verified pairs and byte-identical files are joined into clusters (union-find).
+
+`MIN_PSR`, `RESCUE_PSR` and `NEIGHBOURS` were chosen on copies made from the shared chest X-ray and brain MRI
+train images (benchmarks/copy_detection.py; figures in benchmarks/RESULTS.md, "Copy clusters").
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from jaxmed.data import hashing
+
+SIDE = hashing.COPY_SIDE
+NEIGHBOURS = 8     # candidates per image and descriptor
+MIN_PSR = 22.0     # phase-correlation peak-to-sidelobe ratio at or above which a pair is a copy
+RESCUE_PSR = 10.0  # from here to MIN_PSR, a pair is tried again under small turns and zooms
+_DCT_SIDE, _DCT_K, _CENTRE = 32, 6, 0.7
+_FFT_SIDE, _FFT_K = 32, 6
+
+
+def dihedral(a: np.ndarray, t: int) -> np.ndarray:
+  """The t-th of the 8 rotations/flips (t in 0..7) of the last two axes."""
+  b = np.rot90(a, t % 4, axes=(-2, -1))
+  return b[..., ::-1] if t >= 4 else b
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+  k = np.arange(n)[:, None]
+  m = np.cos(np.pi * (2 * np.arange(n)[None, :] + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+  m[0] /= np.sqrt(2.0)
+  return m
+
+
+def _resample_matrix(out: int, start: float, length: float) -> np.ndarray:
+  """(out, SIDE) linear interpolation of [start, start + length) (fractions of the side)."""
+  pos = (start + (np.arange(out) + 0.5) / out * length) * SIDE - 0.5
+  lo = np.clip(np.floor(pos).astype(int), 0, SIDE - 1)
+  frac = pos - np.floor(pos)
+  m = np.zeros((out, SIDE))
+  np.add.at(m, (np.arange(out), lo), 1 - frac)
+  np.add.at(m, (np.arange(out), np.minimum(lo + 1, SIDE - 1)), frac)
+  return m
+
+
+_DCT_MAP = (_dct_matrix(_DCT_SIDE)[:_DCT_K]
+            @ _resample_matrix(_DCT_SIDE, (1 - _CENTRE) / 2, _CENTRE)).astype(np.float32)
+_FFT_DOWN = _resample_matrix(_FFT_SIDE, 0.0, 1.0).astype(np.float32)
+_HANN = np.outer(np.hanning(_FFT_SIDE), np.hanning(_FFT_SIDE)).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  x = x.reshape(x.shape[0], -1)
+  x = x - x.mean(1, keepdims=True)
+  return (x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
+def dct_descriptor(gray: np.ndarray) -> np.ndarray:
+  """(n, K*K-1) unit vectors: low DCT frequencies of the central 70 %, without the mean."""
+  c = _DCT_MAP @ gray @ _DCT_MAP.T
+  return _unit(c.reshape(len(gray), -1)[:, 1:])
+
+
+def fourier_descriptor(gray: np.ndarray) -> np.ndarray:
+  """(n, d) unit vectors: log magnitudes of the lowest Fourier frequencies of the windowed
+  image, which a shift (circular, and nearly so with a window) leaves unchanged."""
+  small = _FFT_DOWN @ gray @ _FFT_DOWN.T
+  small = (small - small.mean(axis=(1, 2), keepdims=True)) * _HANN
+  mag = np.abs(np.fft.rfft2(small))
+  low = np.concatenate([mag[:, :_FFT_K, :_FFT_K].reshape(len(gray), -1),  # the half-plane rfft2
+                        mag[:, -_FFT_K + 1:, 1:_FFT_K].reshape(len(gray), -1)], axis=1)  # keeps
+  return _unit(np.log1p(low)[:, 1:])  # without the mean (zeroed above)
+
+
+def nearest(descriptor, gray: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, ...]:
+  """Each image's k nearest others by max-over-rotations/flips cosine: (index, t, similarity),
+  each (n, k), where t is the rotation/flip of image i that best matches image j."""
+  n = len(gray)
+  ref = descriptor(gray)
+  k = min(k, n - 1)
+  idx = np.zeros((n, k), np.int64)
+  best_t = np.zeros((n, k), np.int8)
+  sim = np.zeros((n, k), np.float32)
+  for s in range(0, n, chunk):
+    block = gray[s:s + chunk]
+    turned = np.stack([descriptor(np.ascontiguousarray(dihedral(block, t))) for t in range(8)], 1)
+    scores = turned @ ref.T                      # (b, 8, n)
+    t_arg = scores.argmax(1)
+    top = np.take_along_axis(scores, t_arg[:, None], 1)[:, 0]
+    top[np.arange(len(block)), np.arange(s, s + len(block))] = -np.inf  # not itself
+    part = np.argpartition(-top, k - 1, axis=1)[:, :k] if k < n else np.argsort(-top, axis=1)
+    idx[s:s + chunk] = part
+    best_t[s:s + chunk] = np.take_along_axis(t_arg, part, 1)
+    sim[s:s + chunk] = np.take_along_axis(top, part, 1)
+  return idx, best_t, sim
+
+
+_FY = np.fft.fftfreq(SIDE)[:, None]
+_FX = np.fft.rfftfreq(SIDE)[None, :]
+_LOW_PASS = (np.hypot(_FY, _FX) < 0.25).astype(np.float32)
+_WINDOW = np.outer(np.hanning(SIDE), np.hanning(SIDE)).astype(np.float32)
+_PEAK_HALF = 2  # the peak's (5x5) neighbourhood, left out of the sidelobe statistics
+# Phase correlation finds shifts, not turns or zooms: a pair that scores between RESCUE_PSR and
+# MIN_PSR is scored again with the first image turned by up to 8 degrees and zoomed by up to 8 %,
+# which brings Keras-style rotation_range=10 / zoom_range=0.1 copies above MIN_PSR (measured).
+_TURNS = tuple((angle, zoom) for angle in (-8, -4, 0, 4, 8) for zoom in (0.92, 1.0, 1.08)
+               if (angle, zoom) != (0, 1.0))
+
+
+def _sampling(angle_degrees: float, zoom: float):
+  """Bilinear sampling of an image turned by `angle_degrees` and zoomed about its centre:
+  (flat corner indices (4, SIDE^2), weights (4, SIDE^2)), edges clamped."""
+  a, centre = np.deg2rad(angle_degrees), (SIDE - 1) / 2
+  y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float64) - centre
+  sy = np.clip((np.cos(a) * y - np.sin(a) * x) / zoom + centre, 0, SIDE - 1.001)
+  sx = np.clip((np.sin(a) * y + np.cos(a) * x) / zoom + centre, 0, SIDE - 1.001)
+  y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+  fy, fx = sy - y0, sx - x0
+  index = np.stack([y0 * SIDE + x0, (y0 + 1) * SIDE + x0, y0 * SIDE + x0 + 1, (y0 + 1) * SIDE + x0 + 1])
+  weight = np.stack([(1 - fy) * (1 - fx), fy * (1 - fx), (1 - fy) * fx, fy * fx]).astype(np.float32)
+  return index.reshape(4, -1), weight.reshape(4, -1)
+
+
+_SAMPLINGS = [_sampling(angle, zoom) for angle, zoom in _TURNS]
+
+
+def turned_peak_to_sidelobe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """The best peak_to_sidelobe over small turns and zooms of `a` (_TURNS), and none."""
+  b_spectrum = _spectrum(b)
+  best = peak_to_sidelobe(a, b_spectrum)
+  pixels_first = np.ascontiguousarray(a.reshape(len(a), -1).T)  # gathers whole rows: 3x faster
+  for index, weight in _SAMPLINGS:
+    turned = sum(pixels_first[index[k]] * weight[k][:, None] for k in range(4)).T.reshape(a.shape)
+    best = np.maximum(best, peak_to_sidelobe(turned, b_spectrum))
+  return best
+
+
+def _spectrum(x: np.ndarray) -> np.ndarray:
+  x = x - x.mean(axis=(1, 2), keepdims=True)
+  return np.fft.rfft2(x * _WINDOW)
+
+
+def peak_to_sidelobe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Peak-to-sidelobe ratio of the low-passed phase correlation of image pairs (n, SIDE, SIDE)
+  x 2: how far the best shift's peak stands above the rest of the surface, in its standard
+  deviations. A copy (shifted, re-encoded, brightened) gives one sharp peak; two distinct chest
+  X-rays, whose ribs line up at several shifts, give a flat surface or several low peaks.
+  `b` may be given as its `_spectrum` (complex), when it is compared more than once."""
+  b_spectrum = b if np.iscomplexobj(b) else _spectrum(b)
+  cross = _spectrum(a) * np.conj(b_spectrum)
+  cross = cross / (np.abs(cross) + 1e-6) * _LOW_PASS
+  surface = np.fft.irfft2(cross, s=(SIDE, SIDE)).reshape(len(a), -1)
+  rows = np.arange(len(a))
+  top = surface.argmax(1)
+  y, x = np.divmod(top, SIDE)
+  near = np.arange(-_PEAK_HALF, _PEAK_HALF + 1)
+  window = (((y[:, None, None] + near[None, :, None]) % SIDE) * SIDE
+            + (x[:, None, None] + near[None, None, :]) % SIDE).reshape(len(a), -1)
+  peak_values = np.take_along_axis(surface, window, 1)
+  rest = surface.shape[1] - window.shape[1]  # sidelobe statistics: the surface less the window
+  mean = (surface.sum(1) - peak_values.sum(1)) / rest
+  var = ((surface ** 2).sum(1) - (peak_values ** 2).sum(1)) / rest - mean ** 2
+  return (surface[rows, top] - mean) / np.sqrt(np.maximum(var, 1e-24))
+
+
+@dataclasses.dataclass
+class Copies:
+  """What `find_copies` found: `cluster` (n,) an id per image (equal ids = one cluster; ids are
+  the smallest member index), `pairs` verified (i, j, peak-to-sidelobe ratio), `stats` (seconds
+  per stage, pair counts)."""
+  cluster: np.ndarray
+  pairs: list
+  stats: dict
+
+  def clusters(self) -> list[list[int]]:
+    """Clusters of two or more images, largest first."""
+    groups = {}
+    for i, c in enumerate(self.cluster.tolist()):
+      groups.setdefault(c, []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
+
+
+class _Forest:
+  """Union-find over n items; the root of a set is its smallest member."""
+
+  def __init__(self, n: int):
+    self.parent = list(range(n))
+
+  def find(self, i: int) -> int:
+    parent = self.parent
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  def join(self, i: int, j: int):
+    ri, rj = self.find(i), self.find(j)
+    if ri != rj:
+      self.parent[max(ri, rj)] = min(ri, rj)
+
+  def roots(self) -> np.ndarray:
+    return np.array([self.find(i) for i in range(len(self.parent))], np.int64)
+
+
+def _union_find(n: int, pairs) -> np.ndarray:
+  forest = _Forest(n)
+  for i, j in pairs:
+    forest.join(i, j)
+  return forest.roots()
+
+
+def _candidates(gray: np.ndarray, neighbours: int, stats: dict) -> np.ndarray:
+  """(i, j, t) rows, i < j: the pairs either descriptor puts among an image's nearest, with the
+  rotation/flip t of image i that matched image j."""
+  candidates = set()
+  for name, descriptor in (("dct", dct_descriptor), ("fourier", fourier_descriptor)):
+    start = time.perf_counter()
+    idx, best_t, _ = nearest(descriptor, gray, neighbours)
+    for i in range(len(gray)):
+      for j, t in zip(idx[i].tolist(), best_t[i].tolist()):
+        candidates.add((i, j, t) if i < j else (j, i, _inverse(t)))
+    stats[f"candidates_{name}_s"] = round(time.perf_counter() - start, 2)
+  return np.array(sorted(candidates), np.int64).reshape(-1, 3)
+
+
+def find_copies(gray: np.ndarray, digests=None, *, min_psr: float = MIN_PSR,
+                neighbours: int = NEIGHBOURS, chunk: int = 4096) -> Copies:
+  """Copy clusters among images `gray` (n, SIDE, SIDE), uint8 or float; `digests` (sha256 per
+  image, None for unknown) joins byte-identical files whatever their pixels say."""
+  gray = np.asarray(gray, np.float32)
+  n = len(gray)
+  stats = {}
+  forest = _Forest(n)
+  first = {}
+  for i, d in enumerate(digests if digests is not None else []):
+    if d is not None:
+      forest.join(first.setdefault(d, i), i)
+  cand = _candidates(gray, neighbours, stats) if n > 1 else np.zeros((0, 3), np.int64)
+  start = time.perf_counter()
+
+  def turned(c):  # image i of each (i, j, t) under its rotation/flip t, one batch per t
+    out = np.empty((len(c), SIDE, SIDE), np.float32)
+    for t in range(8):
+      rows = np.flatnonzero(c[:, 2] == t)
+      out[rows] = dihedral(gray[c[rows, 0]], t)
+    return out
+  pairs, retry = [], []
+  for s in range(0, len(cand), chunk):
+    c = cand[s:s + chunk]
+    score = peak_to_sidelobe(turned(c), gray[c[:, 1]])
+    pairs += [(int(i), int(j), round(float(p), 1)) for (i, j, _), p in zip(c, score) if p >= min_psr]
+    retry.append(c[(score >= RESCUE_PSR) & (score < min_psr)])
+  for i, j, _ in pairs:
+    forest.join(i, j)
+  # near misses, unless already joined through other pairs (most, in a heavily copied set)
+  retry = np.concatenate(retry) if retry else np.zeros((0, 3), np.int64)
+  retry = retry[[forest.find(int(i)) != forest.find(int(j)) for i, j, _ in retry]] if len(retry) else retry
+  for s in range(0, len(retry), chunk):
+    c = retry[s:s + chunk]
+    score = turned_peak_to_sidelobe(turned(c), gray[c[:, 1]])
+    for (i, j, _), p in zip(c, score):
+      if p >= min_psr:
+        pairs.append((int(i), int(j), round(float(p), 1)))
+        forest.join(int(i), int(j))
+  stats.update(verify_s=round(time.perf_counter() - start, 2), candidate_pairs=len(cand),
+               retried_pairs=len(retry), verified_pairs=len(pairs))
+  return Copies(forest.roots(), pairs, stats)
+
+
+def _inverse(t: int) -> int:
+  """The rotation/flip that undoes t: rotations invert to the opposite turn, flips to themselves."""
+  return (4 - t) % 4 if t < 4 else t
+
+
+
+def copy_keys(refs, workers=None) -> tuple[list[str], Copies]:
+  """A group key per file (its copy cluster; an unreadable file is its own group) and what was
+  found: reads every file once (hashing.probe) and clusters the readable ones."""
+  probes = hashing.probe_all(refs, workers)
+  ok = [i for i, p in enumerate(probes) if p.error is None]
+  found = find_copies(np.stack([probes[i].gray for i in ok]) if ok else np.zeros((0, SIDE, SIDE)),
+                      [probes[i].sha256 for i in ok])
+  keys = [f"f:{r}" for r in refs]
+  for k, i in enumerate(ok):
+    keys[i] = f"copies:{ok[int(found.cluster[k])]}"
+  return keys, found
+
+
+def union_of(*keyings) -> list[int]:
+  """One id per item joining items that share a key in any of the keyings (each a list of keys
+  of the same length): a patient id and a copy cluster together."""
+  n = len(keyings[0])
+  pairs = []
+  for keys in keyings:
+    first = {}
+    pairs += [(first.setdefault(k, i), i) for i, k in enumerate(keys)]
+  return _union_find(n, pairs).tolist()
