@@ -12,7 +12,8 @@ validation split carved at random holds copies of training images: measured else
 (2026-12-02, 64 px, 1 + 3 epochs, random carve) val accuracy 0.967 against 0.818 on TEST. So
 validation is carved by copy cluster (`data.group_by = "copies"`, jaxmed/data/copies.py; the
 doctor reports the clusters: `python -m jaxmed.doctor ROOT`); finding them reads TRAIN once more
-and takes about a minute for 12,500 images on 2 cores (benchmarks/RESULTS.md, "Copy clusters").
+and takes 2-3 minutes for 12,500 images on 2 cores (measured: 5,000 in 53 s, 20,000 in 233 s;
+benchmarks/RESULTS.md, "Copy clusters").
 Results with it: none measured (the data is not on the development machine).
 """
 

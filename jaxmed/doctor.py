@@ -9,6 +9,13 @@ copy clusters (augmented copies of one original: rotated/flipped, shifted, zoome
 brightened) and whether a validation split carved from train would hold copies, classes missing
 from a split, a train/test shift score, and plain advice. The analysis is
 jaxmed/data/doctor.py; this module is its command line. In Python: `jaxmed.doctor(PATH)`.
+
+Copy clusters at the default thresholds (jaxmed/data/copies.py), measured 2026-12-02 on copies
+made from the shared chest X-ray train split (benchmarks/copy_detection.py; RESULTS.md "Copy
+clusters"): pair recall 0.998 and precision 1.000 for a rotation/flip plus shifts and zooms up to
+4 %, rotations up to 4 degrees, brightness, resizing and JPEG; recall 0.69 (precision 0.98) at
+Keras' common 10 % / 10 % / 10 degrees. Distinct chest X-rays of different patients merged: 0.31 %
+of images. Time: 53 s per 5,000 images, 233 s per 20,000 on 2 cores (`--no-copies` skips it).
 """
 
 import argparse

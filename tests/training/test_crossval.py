@@ -41,6 +41,26 @@ def test_regex_groups_and_identical_files_share_a_group():
   assert ids[0] == ids[1] == ids[3] and ids[2] != ids[0]
 
 
+def test_copy_clusters_share_a_group_with_group_by_copies(tmp_path):
+  """Rotated and flipped copies of a picture join its group only with group_by='copies'."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  paths = []
+  for i in range(6):
+    small = Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L")
+    picture = small.resize((96, 96), Image.Resampling.BICUBIC)
+    for k, copy in enumerate([picture, picture.rotate(90), picture.transpose(Image.Transpose.FLIP_TOP_BOTTOM)]
+                             if i < 2 else [picture]):
+      paths.append(tmp_path / f"img{i}_{k}.png")
+      copy.save(paths[-1])
+  digests = [f"d{i}" for i in range(len(paths))]
+  plain = crossval._group_ids(paths, digests, None, str(tmp_path))
+  grouped = crossval._group_ids(paths, digests, None, str(tmp_path), "copies")
+  assert len(set(plain)) == len(paths)
+  assert grouped[0] == grouped[1] == grouped[2] and grouped[3] == grouped[4] == grouped[5]
+  assert len(set(grouped)) == 2 + 4
+
+
 def _command(root, workdir, *extra):
   return [sys.executable, "-m", "jaxmed.crossval", "--config", "tests/tiny_config.py",
           f"--config.data.root={root}", "--config.model.arch=lenet", "--config.frozen.epochs=1",
