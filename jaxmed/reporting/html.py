@@ -132,7 +132,7 @@ def dataset_section(summary: dict, workdir: Path) -> str:
           ("images in clusters", found["images_in_clusters"]),
           ("largest cluster", found["largest"]),
           ("train images with a copy in train", f"{found['train_fraction_with_copy']:.1%}"),
-          *[(f"{s} images with a copy in train", n) for s, n in found["with_copy_in_train"].items()]], 2))
+          *[(f"{s} images with a copy in train", n) for s, n in found["with_copy_in_train"].items()]]))
   else:
     parts.append('<p class="note">No doctor.json in the workdir (python -m jaxmed.doctor PATH '
                  '--json &gt; DIR/doctor.json adds its findings here).</p>')

@@ -57,7 +57,7 @@ def test_every_section_is_present_with_its_content(report):
   assert len(images["misclassified"]) == wrong
   assert f"{summary['test']['accuracy']:.3f}" in text  # the headline metric
   assert "class c has 8 images" in text  # doctor findings
-  assert "Copy clusters" in text and "<td>test images with a copy in train</td><td>2</td>" in text
+  assert "Copy clusters" in text and "<td class=l>test images with a copy in train</td><td>2</td>" in text
   assert summary["data"]["validation"] == {"method": "random", "val_fraction": 0.15, "seed": 0}
   assert "carved from train at random, stratified by class (0.15, seed 0)" in text
   assert "lenet" in text and "Images per split and class" in text
