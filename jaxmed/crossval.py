@@ -47,6 +47,11 @@ def format_summary(summary: dict) -> str:
       lines.append(f"{name}: accuracy {m['accuracy']:.4f} [{ci['accuracy'][0]:.4f}, "
                    f"{ci['accuracy'][1]:.4f}], macro-F1 {m['macro_f1']:.4f} "
                    f"[{ci['macro_f1'][0]:.4f}, {ci['macro_f1'][1]:.4f}] ({m['num_examples']} images)")
+  fitted = summary.get("oof_calibration")
+  if fitted:
+    b, a = fitted["before"], fitted["after"]
+    lines.append(f"out-of-fold temperature {fitted['temperature']:.3f}: NLL {b['nll']:.4f} -> "
+                 f"{a['nll']:.4f}, ECE {b['ece']:.4f} -> {a['ece']:.4f} (reported, not applied)")
   return "\n".join(lines)
 
 

@@ -81,6 +81,7 @@ def finished(data_root, tmp_path_factory):
                         timeout=900)
   assert done.returncode == 0, done.stdout + done.stderr
   assert "oof: accuracy" in done.stdout and "ensemble_test: accuracy" in done.stdout
+  assert "out-of-fold temperature" in done.stdout
   return workdir
 
 
@@ -111,6 +112,14 @@ def test_summary_holds_folds_oof_and_the_fold_ensemble(finished, data_root):
   expected = compute_metrics(mean, np.array(labels), summary["classes"])
   assert summary["ensemble_test"]["accuracy"] == pytest.approx(expected["accuracy"])
   assert summary["ensemble_test"]["confusion_matrix"] == expected["confusion_matrix"]
+  # the out-of-fold temperature: refitted here from the stored predictions, and it helps NLL
+  from jaxmed.evaluation import calibration
+  oof_probs = np.array([p["probs"] for p in summary["oof_predictions"]])
+  oof_labels = np.array([p["label"] for p in summary["oof_predictions"]])
+  fitted = summary["oof_calibration"]
+  assert fitted["temperature"] == pytest.approx(calibration.fit_temperature(oof_probs, oof_labels))
+  assert fitted["after"]["nll"] <= fitted["before"]["nll"] + 1e-12
+  assert fitted["before"]["nll"] == pytest.approx(calibration.negative_log_likelihood(oof_probs, oof_labels))
 
 
 def test_sigkill_mid_fold_then_resume_gives_the_same_summary(finished, data_root, tmp_path):
