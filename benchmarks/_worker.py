@@ -110,11 +110,12 @@ class KerasStep:
   """A Keras 3 user's model: keras.applications backbone + GAP + Dense(4), Adam(1e-3), sparse
   categorical cross-entropy, compile() defaults (jit_compile='auto'), timed with train_on_batch."""
 
-  def __init__(self, arch: str, size: int, phase: str, batch: int):
+  def __init__(self, arch: str, size: int, phase: str, batch: int, policy: str = "float32"):
     import keras
 
     self.keras = keras
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(policy)
     base = getattr(keras.applications, KERAS_APPS[arch])(
         include_top=False, weights=None, input_shape=(size, size, 3))
     inputs = keras.Input((size, size, 3))
@@ -125,7 +126,8 @@ class KerasStep:
     else:
       x = base(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(NUM_CLASSES)(x)
+    # float32 logits, as Keras' mixed-precision guide has the last layer
+    outputs = keras.layers.Dense(NUM_CLASSES, dtype="float32")(x)
     self.model = keras.Model(inputs, outputs)
     self.model.compile(optimizer=keras.optimizers.Adam(1e-3),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -140,7 +142,7 @@ class KerasStep:
     self.flops = None
     self.info = {"keras": keras.__version__, "backend": keras.backend.backend(),
                  "jit_compile": bool(self.model.jit_compile),
-                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+                 "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "policy": policy,
                  "allocator": jaxmed_platform().loaded_allocator()}
     if keras.backend.backend() == "tensorflow":
       import tensorflow as tf
@@ -157,7 +159,8 @@ class KerasStep:
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("framework", choices=["jaxmed", "jaxmed-bf16", "keras-tensorflow", "keras-jax"])
+  parser.add_argument("framework", choices=["jaxmed", "jaxmed-bf16", "keras-tensorflow",
+                                            "keras-tensorflow-bf16", "keras-jax"])
   parser.add_argument("model", choices=sorted(KERAS_APPS))
   parser.add_argument("size", type=int)
   parser.add_argument("phase", choices=["finetune", "frozen"])
@@ -181,7 +184,8 @@ def main():
     runner = JaxmedStep(args.model, args.size, args.phase, args.batch,
                         "bfloat16" if args.framework == "jaxmed-bf16" else "float32")
   else:
-    runner = KerasStep(args.model, args.size, args.phase, args.batch)
+    runner = KerasStep(args.model, args.size, args.phase, args.batch,
+                       "mixed_bfloat16" if args.framework.endswith("-bf16") else "float32")
   t0 = time.perf_counter()
   runner.run(1)
   first_step_s = time.perf_counter() - t0
