@@ -1,11 +1,11 @@
-"""Training-step throughput: jaxmed vs Keras 3 (TensorFlow backend, and JAX backend), CPU, fp32.
+"""Training-step throughput: jaxmed vs Keras 3 (TensorFlow backend, and JAX backend), CPU.
 
   python benchmarks/throughput.py [--quick] [--json FILE] [--repeats N]
                                   [--models M,..] [--sizes S,..] [--phases P,..] [--frameworks F,..]
                                   [--configs model:size:phase,..]
 
-One training step (float32 unless a row says bfloat16) = forward + backward + Adam update on a batch of 32 random images (4 classes),
-head GAP + Dense(4), weights=None (random init: the speed does not depend on the values).
+One training step (float32 unless a row says bfloat16) = forward + backward + Adam update on a
+batch of 32 random images (4 classes), head GAP + Dense(4), weights=None (random init: the speed does not depend on the values).
 Phases: `finetune` (everything trains, BatchNorm in training mode) and `frozen` (backbone frozen,
 BatchNorm in inference mode, only the head trains: Keras `base_model.trainable=False` +
 `base_model(x, training=False)`; jaxmed StepOptions(trainable_from=num_stages, bn_train=False)

@@ -71,9 +71,10 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
   With one, its files, labels, splits and order are used as written (sha256 checked).
   `dedupe='cross_split'` drops val/test images whose content also occurs in train.
   `group_by='copies'` carves that validation split by copy cluster (data/copies.py), so no
-  augmented copy of a training image is validated on. `listing` reuses a `list_dataset` result. `decode=False` leaves the images undecoded
-  (Split.images is None; the streaming input path): files are then only read when hashes are
-  needed, so a file that reads but does not decode stays in its split until it is streamed.
+  augmented copy of a training image is validated on. `listing` reuses a `list_dataset` result.
+  `decode=False` leaves the images undecoded (Split.images is None; the streaming input path):
+  files are then only read when hashes are needed, so a file that reads but does not decode
+  stays in its split until it is streamed.
   """
   if dedupe is not None and str(dedupe).lower() in ("", "none"):  # 'None' from the command line
     dedupe = None
