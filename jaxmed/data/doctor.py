@@ -5,8 +5,8 @@ files, image sizes/modes/channels, files rotated by their EXIF tag (turned uprig
 exact duplicates (sha256) within and across splits with label conflicts, near duplicates across
 splits (pHash), copy clusters (augmented copies: rotated, flipped, shifted, re-encoded; see
 data/copies.py for how they are found and how well), classes missing from a split, a
-train/test shift score and plain advice; `format_report` renders it as text. The command line is `python -m jaxmed.doctor`
-(jaxmed/doctor.py).
+train/test shift score and plain advice; `format_report` renders it as text. The command line
+is `python -m jaxmed.doctor` (jaxmed/doctor.py).
 """
 
 import collections
