@@ -289,13 +289,18 @@ def _inverse(t: int) -> int:
 
 
 
+def among_probes(probes) -> tuple[np.ndarray, Copies]:
+  """Copy clusters among the decodable ones of `hashing.probe` results: (their indices, Copies
+  over them, in that order)."""
+  ok = np.array([i for i, p in enumerate(probes) if p.error is None], np.int64)
+  gray = np.stack([probes[i].gray for i in ok]) if len(ok) else np.zeros((0, SIDE, SIDE))
+  return ok, find_copies(gray, [probes[i].sha256 for i in ok])
+
+
 def copy_keys(refs, workers=None) -> tuple[list[str], Copies]:
   """A group key per file (its copy cluster; an unreadable file is its own group) and what was
   found: reads every file once (hashing.probe) and clusters the readable ones."""
-  probes = hashing.probe_all(refs, workers)
-  ok = [i for i, p in enumerate(probes) if p.error is None]
-  found = find_copies(np.stack([probes[i].gray for i in ok]) if ok else np.zeros((0, SIDE, SIDE)),
-                      [probes[i].sha256 for i in ok])
+  ok, found = among_probes(hashing.probe_all(refs, workers))
   keys = [f"f:{r}" for r in refs]
   for k, i in enumerate(ok):
     keys[i] = f"copies:{ok[int(found.cluster[k])]}"

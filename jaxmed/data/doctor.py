@@ -127,9 +127,7 @@ def _duplicates(probes, splits_of, labels_of, classes, threshold) -> dict:
 
 def _copies(probes, splits_of, labels_of, classes, examples: int = 5) -> dict:
   """Copy clusters over every readable image (data/copies.py), and what they mean for splits."""
-  ok = np.flatnonzero([p.error is None for p in probes])
-  found = copies.find_copies(np.stack([probes[i].gray for i in ok]) if len(ok) else
-                             np.zeros((0, copies.SIDE, copies.SIDE)), [probes[i].sha256 for i in ok])
+  ok, found = copies.among_probes(probes)
   clusters = [ok[c] for c in found.clusters()]
   cluster_splits = [set(splits_of[c].tolist()) for c in clusters]
   with_copy_in_train = {}
