@@ -14,10 +14,13 @@ flipped. Two stages, both on 64x64 grayscale thumbnails that `hashing.probe` kee
    low-passed: a copy gives one sharp peak, distinct images of one kind (two chest X-rays, whose
    ribs line up at several shifts) a flat surface; the peak-to-sidelobe ratio at `MIN_PSR`
    separates them. Pairs that nearly pass are scored again under small turns and zooms (which
-   phase correlation does not undo). Verified pairs and byte-identical files are joined into clusters (union-find).
+   phase correlation does not undo). Verified pairs and byte-identical files are joined into
+   clusters (union-find).
 
-`MIN_PSR`, `RESCUE_PSR` and `NEIGHBOURS` were chosen on copies made from the shared chest X-ray and brain MRI
-train images (benchmarks/copy_detection.py; figures in benchmarks/RESULTS.md, "Copy clusters").
+`MIN_PSR`, `RESCUE_PSR` and `NEIGHBOURS` were chosen on copies made from the shared chest X-ray
+and brain MRI train images (benchmarks/copy_detection.py; figures in benchmarks/RESULTS.md, "Copy
+clusters"), where they give pair recall 0.998 and precision 1.000 on chest X-ray copies with
+shifts and zooms up to 4 % and 0.31 % of distinct chest X-rays merged.
 """
 
 import dataclasses
@@ -83,8 +86,9 @@ def fourier_descriptor(gray: np.ndarray) -> np.ndarray:
   small = _FFT_DOWN @ gray @ _FFT_DOWN.T
   small = (small - small.mean(axis=(1, 2), keepdims=True)) * _HANN
   mag = np.abs(np.fft.rfft2(small))
-  low = np.concatenate([mag[:, :_FFT_K, :_FFT_K].reshape(len(gray), -1),  # the half-plane rfft2
-                        mag[:, -_FFT_K + 1:, 1:_FFT_K].reshape(len(gray), -1)], axis=1)  # keeps
+  # rfft2 keeps half the plane: the lowest positive and negative row frequencies
+  low = np.concatenate([mag[:, :_FFT_K, :_FFT_K].reshape(len(gray), -1),
+                        mag[:, -_FFT_K + 1:, 1:_FFT_K].reshape(len(gray), -1)], axis=1)
   return _unit(np.log1p(low)[:, 1:])  # without the mean (zeroed above)
 
 
@@ -104,7 +108,7 @@ def nearest(descriptor, gray: np.ndarray, k: int, chunk: int = 256) -> tuple[np.
     t_arg = scores.argmax(1)
     top = np.take_along_axis(scores, t_arg[:, None], 1)[:, 0]
     top[np.arange(len(block)), np.arange(s, s + len(block))] = -np.inf  # not itself
-    part = np.argpartition(-top, k - 1, axis=1)[:, :k] if k < n else np.argsort(-top, axis=1)
+    part = np.argpartition(-top, k - 1, axis=1)[:, :k]
     idx[s:s + chunk] = part
     best_t[s:s + chunk] = np.take_along_axis(t_arg, part, 1)
     sim[s:s + chunk] = np.take_along_axis(top, part, 1)
@@ -132,7 +136,8 @@ def _sampling(angle_degrees: float, zoom: float):
   sx = np.clip((np.sin(a) * y + np.cos(a) * x) / zoom + centre, 0, SIDE - 1.001)
   y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
   fy, fx = sy - y0, sx - x0
-  index = np.stack([y0 * SIDE + x0, (y0 + 1) * SIDE + x0, y0 * SIDE + x0 + 1, (y0 + 1) * SIDE + x0 + 1])
+  corner = y0 * SIDE + x0
+  index = np.stack([corner, corner + SIDE, corner + 1, corner + SIDE + 1])
   weight = np.stack([(1 - fy) * (1 - fx), fy * (1 - fx), (1 - fy) * fx, fy * fx]).astype(np.float32)
   return index.reshape(4, -1), weight.reshape(4, -1)
 
@@ -264,13 +269,15 @@ def find_copies(gray: np.ndarray, digests=None, *, min_psr: float = MIN_PSR,
   for s in range(0, len(cand), chunk):
     c = cand[s:s + chunk]
     score = peak_to_sidelobe(turned(c), gray[c[:, 1]])
-    pairs += [(int(i), int(j), round(float(p), 1)) for (i, j, _), p in zip(c, score) if p >= min_psr]
+    pairs += [(int(i), int(j), round(float(p), 1))
+              for (i, j, _), p in zip(c, score) if p >= min_psr]
     retry.append(c[(score >= RESCUE_PSR) & (score < min_psr)])
   for i, j, _ in pairs:
     forest.join(i, j)
   # near misses, unless already joined through other pairs (most, in a heavily copied set)
   retry = np.concatenate(retry) if retry else np.zeros((0, 3), np.int64)
-  retry = retry[[forest.find(int(i)) != forest.find(int(j)) for i, j, _ in retry]] if len(retry) else retry
+  if len(retry):
+    retry = retry[[forest.find(int(i)) != forest.find(int(j)) for i, j, _ in retry]]
   for s in range(0, len(retry), chunk):
     c = retry[s:s + chunk]
     score = turned_peak_to_sidelobe(turned(c), gray[c[:, 1]])
