@@ -186,6 +186,15 @@ def metrics_section(result: dict, classes: list[str], split_name: str) -> str:
   return head + table(columns, rows)
 
 
+def _unit_square_png(fig, ax, xlabel: str, ylabel: str, title: str, legend_at: str) -> bytes:
+  """The PNG of a plot on [0, 1]^2 with its diagonal (chance for ROC, perfect calibration for a
+  reliability diagram) dotted."""
+  ax.plot([0, 1], [0, 1], ":", color="0.5")
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.01))
+  ax.legend(loc=legend_at, fontsize=8)
+  return figure_png(fig)
+
+
 def roc_figure(probs: np.ndarray, labels: np.ndarray, classes, auc: dict,
                thresholds: dict | None = None) -> bytes:
   """One-vs-rest ROC curves; `thresholds` (class -> threshold, from operating_points.json) are
@@ -202,11 +211,8 @@ def roc_figure(probs: np.ndarray, labels: np.ndarray, classes, auc: dict,
       ax.plot(np.mean(called[~positive]), np.mean(called[positive]), "*", markersize=13,
               color=line.get_color(), markeredgecolor="k",
               label=f"{name}: threshold {thresholds[name]:.3f} (chosen on validation)")
-  ax.plot([0, 1], [0, 1], ":", color="0.5")
-  ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
-         title="One-vs-rest ROC", xlim=(0, 1), ylim=(0, 1.01))
-  ax.legend(loc="lower right", fontsize=8)
-  return figure_png(fig)
+  return _unit_square_png(fig, ax, "false positive rate (1 - specificity)",
+                          "true positive rate (sensitivity)", "One-vs-rest ROC", "lower right")
 
 
 def reliability_figure(probs: np.ndarray, labels: np.ndarray, temperature: float | None) -> bytes:
@@ -221,11 +227,8 @@ def reliability_figure(probs: np.ndarray, labels: np.ndarray, temperature: float
     b = calibration.binned(p.max(1), p.argmax(1) == labels)
     ax.plot(b["confidence"], b["outcome"], "o-",
             label=f"{name} (ECE {calibration.expected_calibration_error(p, labels):.3f})")
-  ax.plot([0, 1], [0, 1], ":", color="0.5")
-  ax.set(xlabel="confidence (largest probability)", ylabel="accuracy of the bin's images",
-         title="Reliability diagram", xlim=(0, 1), ylim=(0, 1.01))
-  ax.legend(loc="upper left", fontsize=8)
-  return figure_png(fig)
+  return _unit_square_png(fig, ax, "confidence (largest probability)",
+                          "accuracy of the bin's images", "Reliability diagram", "upper left")
 
 
 def calibration_section(probs, labels, workdir: Path) -> tuple[str, np.ndarray, dict | None]:
