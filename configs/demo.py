@@ -45,6 +45,10 @@ def get_config():
   c.model.arch = "torchvision/mobilenet_v2"
   c.model.alpha = 1.0
   c.model.weights = ml_collections.FieldReference("imagenet", field_type=str)  # or a path, or None
+  # Input normalisation: None = what the architecture's ImageNet weights expect; 'tf' [-1, 1],
+  # 'torch' ImageNet mean/std, 'caffe' BGR mean-subtracted, 'unit' [0, 1], 'raw' [0, 255]. Set it
+  # for a file trained another way (RadImageNet: see the README).
+  c.model.preprocessing = ml_collections.FieldReference(None, field_type=str)
   c.model.dtype = "float32"  # 'bfloat16': bf16 compute, float32 parameters and optimizer state
   c.model.head = ml_collections.ConfigDict(dict(pooling="avg", hidden=(128,), dropout=0.2))
 

@@ -10,7 +10,7 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
-MODES = ("tf", "torch", "caffe", "unit")
+MODES = ("tf", "torch", "caffe", "unit", "raw")
 
 
 def preprocess(images, mode: str, dtype=jnp.float32):
@@ -24,6 +24,8 @@ def preprocess(images, mode: str, dtype=jnp.float32):
     x = x[..., ::-1] - _CAFFE_MEAN_BGR
   elif mode == "unit":    # from-scratch models: [0, 1]
     x = x / 255.0
+  elif mode == "raw":     # [0, 255]: nets that normalise inside (Keras EfficientNet*, ConvNeXt)
+    pass
   else:
     raise ValueError(f"unknown preprocessing mode {mode!r}; one of {MODES}")
   return x.astype(dtype)

@@ -1,15 +1,27 @@
 """Architecture names -> their declarations, and the classifier built from a config."""
 
+import importlib
+
 import jax.numpy as jnp
 
-from jaxmed.models import lenet, mobilenet_v1, mobilenet_v2, resnet, resnet_torchvision, vgg, xception
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.classifier import Classifier
 from jaxmed.models.head import Head
+from jaxmed.models.preprocess import MODES
 
+# One model family per module under jaxmed/models, each declaring ARCHITECTURES; one per line.
+_FAMILIES = (
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "resnet",
+    "resnet_torchvision",
+    "vgg",
+    "xception",
+    "lenet",
+)
 ARCHITECTURES: dict[str, Architecture] = {}
-for _module in (mobilenet_v1, mobilenet_v2, resnet, resnet_torchvision, vgg, xception, lenet):
-  ARCHITECTURES.update(_module.ARCHITECTURES)
+for _family in _FAMILIES:
+  ARCHITECTURES.update(importlib.import_module(f"jaxmed.models.{_family}").ARCHITECTURES)
 
 
 def get_architecture(name: str) -> Architecture:
@@ -32,8 +44,17 @@ def create_model(model_config, num_classes: int) -> Classifier:
   return Classifier(
       backbone=build_backbone(model_config.arch, model_config.get("alpha", 1.0), dtype),
       head=Head(num_classes, head.pooling, tuple(head.hidden), head.dropout),
-      preprocessing=arch.preprocessing,
+      preprocessing=preprocessing_of(model_config),
       num_stages=arch.num_stages)
+
+
+def preprocessing_of(model_config) -> str:
+  """`model.preprocessing` when set (a weight file trained with another normalisation, e.g.
+  RadImageNet's), else the one the architecture's ImageNet weights expect."""
+  mode = model_config.get("preprocessing") or get_architecture(model_config.arch).preprocessing
+  if mode not in MODES:
+    raise ValueError(f"model.preprocessing={mode!r}: one of {', '.join(MODES)}")
+  return mode
 
 
 def param_stage(arch_name: str, path: tuple[str, ...]) -> int | None:

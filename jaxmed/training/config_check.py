@@ -13,6 +13,7 @@ import os
 import re
 import typing
 
+from jaxmed.models.preprocess import MODES as PREPROCESSING_MODES
 from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.suggest import nearest
 from jaxmed.training.input_path import PATHS
@@ -166,6 +167,8 @@ RULES = [
     Rule("model.dtype", _choice(("float32", "bfloat16"))),
     Rule("model.alpha", _number(0, lo_open=True)),
     Rule("model.weights", _weights),
+    # None: the architecture's own; set it for a weight file trained with another normalisation
+    Rule("model.preprocessing", _choice(PREPROCESSING_MODES, off=OFF)),
     Rule("model.head.pooling", _choice(POOLINGS), True),
     Rule("model.head.hidden", _hidden, True),
     Rule("model.head.dropout", _number(0, 1, hi_open=True), True),

@@ -8,7 +8,12 @@ import os
 import numpy as np
 
 _APPS = {"mobilenet": "MobileNet", "mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50",
-         "resnet50v2": "ResNet50V2", "vgg16": "VGG16", "xception": "Xception"}
+         "resnet50v2": "ResNet50V2", "vgg16": "VGG16", "xception": "Xception",
+         "efficientnet_b0": "EfficientNetB0", "efficientnet_b1": "EfficientNetB1",
+         "efficientnet_b2": "EfficientNetB2", "efficientnet_b3": "EfficientNetB3",
+         "efficientnet_v2_b0": "EfficientNetV2B0", "efficientnet_v2_s": "EfficientNetV2S",
+         "densenet121": "DenseNet121", "inception_v3": "InceptionV3",
+         "convnext_tiny": "ConvNeXtTiny"}
 
 
 def keras_module():
