@@ -112,7 +112,8 @@ def empty_dir(tmp_path) -> Path:
 def test_wheel_contents(wheel):
   # Expected from the checkout itself, not the build's copy, so a copy that lost a file fails too.
   names = set(zipfile.ZipFile(wheel).namelist())
-  expected = {"jaxmed/configs/demo.py", "jaxmed/weights/imagenet_classes.txt"}
+  expected = {"jaxmed/configs/demo.py", "jaxmed/weights/imagenet_classes.txt",
+              "jaxmed/weights/keras3_layouts.json"}
   expected |= {f"jaxmed/configs/{p.name}" for p in (REPO / "configs").glob("*.py")}
   packages = [p.parent for p in (REPO / "jaxmed").rglob("__init__.py")
               if "__pycache__" not in p.parts]

@@ -10,7 +10,7 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
-MODES = ("tf", "torch", "caffe", "unit", "raw")
+MODES = ("tf", "torch", "caffe", "unit", "raw", "radimagenet")
 
 
 def preprocess(images, mode: str, dtype=jnp.float32):
@@ -26,6 +26,11 @@ def preprocess(images, mode: str, dtype=jnp.float32):
     x = x / 255.0
   elif mode == "raw":     # [0, 255]: nets that normalise inside (Keras EfficientNet*, ConvNeXt)
     pass
+  elif mode == "radimagenet":
+    # RadImageNet's own training code (BMEII-AI/RadImageNet acl/acl_train.py) feeds Keras'
+    # ImageDataGenerator(rescale=1/255, preprocessing_function=imagenet_utils.preprocess_input):
+    # the generator applies the function first (caffe: BGR, mean-subtracted), then the rescale.
+    x = (x[..., ::-1] - _CAFFE_MEAN_BGR) / 255.0
   else:
     raise ValueError(f"unknown preprocessing mode {mode!r}; one of {MODES}")
   return x.astype(dtype)

@@ -72,7 +72,7 @@ def load_keras_h5(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
     layer_names = _read_names(root, "layer_names")
     if layer_names is None:
       raise ValueError(f"{path}: HDF5 file without a 'layer_names' attribute (not a Keras legacy "
-                       "weights file; Keras 3 '.weights.h5' files use another layout)")
+                       "weights file; Keras 3 '.weights.h5' files are read by keras3_h5.py)")
     layers = {}
     for layer_name in layer_names:
       group = root[layer_name]

@@ -57,3 +57,58 @@ def layer_weights(model) -> dict[str, dict[str, np.ndarray]]:
     out[layer.name] = {("depthwise_kernel" if depthwise and w.name == "kernel" else w.name):
                        np.asarray(w) for w in layer.weights}
   return out
+
+
+def keras3_layout(model, scratch_path) -> dict[str, list]:
+  """{Keras 3 weight group path: [layer name, [legacy weight names]]} of a model, in its layer order.
+
+  Found by saving: every variable is filled with its own constant, saved with `save_weights`, and
+  each stored array is traced back to its variable by value, so the result is what Keras' saver
+  wrote, whatever its naming rules (see keras3_h5.py).
+  """
+  import h5py
+  owners = {}
+  for layer in model.layers:
+    depthwise = type(layer).__name__ == "DepthwiseConv2D"
+    for w in layer.weights:
+      tag = len(owners) + 1
+      w.assign(np.full(w.shape, tag, dtype=w.dtype))
+      owners[tag] = (layer.name, "depthwise_kernel" if depthwise and w.name == "kernel" else w.name)
+  model.save_weights(scratch_path)
+  layout: dict[str, list] = {}
+  with h5py.File(scratch_path, "r") as file:
+    def visit(name, obj):
+      if isinstance(obj, h5py.Group) and name.endswith("/vars") and len(obj):
+        tags = [int(np.asarray(obj[str(i)]).flat[0]) for i in range(len(obj))]
+        layers = {owners[t][0] for t in tags}
+        if len(layers) != 1:
+          raise ValueError(f"{name}: variables of several layers {sorted(layers)}")
+        layout[name[:-len("/vars")]] = [owners[tags[0]][0], [owners[t][1] for t in tags]]
+    file.visititems(visit)
+  if sum(len(names) for _, names in layout.values()) != len(owners):
+    raise ValueError("some variables were not found in the saved file")
+  order = {name: i for i, name in enumerate(layer.name for layer in model.layers)}
+  return dict(sorted(layout.items(), key=lambda item: order[item[1][0]]))
+
+
+def write_keras3_layouts(archs=None) -> None:
+  """Regenerates jaxmed/weights/keras3_layouts.json (after adding an architecture)."""
+  import json
+  import tempfile
+  from pathlib import Path
+  from jaxmed.weights.keras3_h5 import LAYOUTS
+  layouts = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for arch in sorted(archs or _APPS):
+      model = build(arch, include_top=True)  # the top's layers come last: a prefix is the no-top
+      layouts[arch] = keras3_layout(model, str(Path(tmp) / f"{arch}.weights.h5"))
+      print(arch, len(layouts[arch]), "groups")
+  lines = []  # one line per weight group: reviewable diffs
+  for arch, layout in layouts.items():
+    groups = ",\n".join(f"  {json.dumps(group)}: {json.dumps(entry)}" for group, entry in layout.items())
+    lines.append(f"{json.dumps(arch)}: {{\n{groups}\n}}")
+  LAYOUTS.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+if __name__ == "__main__":
+  write_keras3_layouts()

@@ -21,13 +21,14 @@ def resolve(arch: str, weights: str, alpha: float = 1.0) -> Path:
 
 
 def read_variables(arch: str, path: Path) -> dict:
-  """Reads a Keras HDF5 or torch checkpoint and converts it to {'params', 'batch_stats'}."""
+  """Reads a Keras HDF5 (legacy or Keras 3 `.weights.h5`) or torch checkpoint and converts it to {'params', 'batch_stats'}."""
   spec = get_architecture(arch)
   if spec.convert is None:
     raise ValueError(f"{arch} has no pretrained weights (a from-scratch baseline)")
   if spec.weight_format == "keras_h5":
+    from jaxmed.weights.keras3_h5 import is_keras3_weights, load_keras3_weights
     from jaxmed.weights.keras_h5 import load_keras_h5
-    raw = load_keras_h5(path)
+    raw = load_keras3_weights(path, arch) if is_keras3_weights(path) else load_keras_h5(path)
   else:
     from jaxmed.weights.torch_pickle import load_torch_state_dict
     raw = load_torch_state_dict(path)

@@ -51,6 +51,34 @@ def _keras(folder: str, stem: str, md5_top: str, md5_notop: str, top: bool) -> W
   return WeightFile(name, _KERAS + folder + "/" + name, md5=md5_top if top else md5_notop)
 
 
+def _keras_named(base: str, stem: str, digest_top: str, digest_notop: str, top: bool) -> WeightFile:
+  """Keras' newer files, `<stem>.h5` / `<stem>_notop.h5`; a 64-hex digest is a sha256, else md5."""
+  name = f"{stem}{'' if top else '_notop'}.h5"
+  digest = digest_top if top else digest_notop
+  kind = "sha256" if len(digest) == 64 else "md5"
+  return WeightFile(name, base + name, **{kind: digest})
+
+
+# Keras 3.15's applications/*.py WEIGHTS_HASHES: (with top, without top).
+_KERAS_NAMED = {
+    "efficientnet_b0": ("keras-applications/", "efficientnetb0", "902e53a9f72be733fc0bcb005b3ebbac",
+                        "50bc09e76180e00e4465e1a485ddc09d"),
+    "efficientnet_b1": ("keras-applications/", "efficientnetb1", "1d254153d4ab51201f1646940f018540",
+                        "74c4e6b3e1f6a1eea24c589628592432"),
+    "efficientnet_b2": ("keras-applications/", "efficientnetb2", "b15cce36ff4dcbd00b6dd88e7857a6ad",
+                        "111f8e2ac8aa800a7a99e3239f7bfb39"),
+    "efficientnet_b3": ("keras-applications/", "efficientnetb3", "ffd1fdc53d0ce67064dc6a9c7960ede0",
+                        "af6d107764bb5b1abb91932881670226"),
+    "efficientnet_v2_b0": ("tensorflow/keras-applications/efficientnet_v2/", "efficientnetv2-b0",
+                           "21ecbf6da12460d5c40bb2f29ceb2188", "893217f2bb855e2983157299931e43ff"),
+    "efficientnet_v2_s": ("tensorflow/keras-applications/efficientnet_v2/", "efficientnetv2-s",
+                          "e1d88a8495beba45748fedd0cecbe016", "af0682fb74e8c54910f2d4393339c070"),
+    "convnext_tiny": ("tensorflow/keras-applications/convnext/", "convnext_tiny",
+                      "8ae6e78ce2933352b1ef4008e6dd2f17bc40771563877d156bc6426c7cf503ff",
+                      "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"),
+}
+
+
 def imagenet_file(arch: str, alpha: float = 1.0, include_top: bool = False) -> WeightFile:
   """The ImageNet weight file of an architecture (torchvision files always hold the top)."""
   if arch == "mobilenet_v2":
@@ -58,6 +86,9 @@ def imagenet_file(arch: str, alpha: float = 1.0, include_top: bool = False) -> W
   if arch == "mobilenet":
     return keras_mobilenet(alpha, top=include_top)
   t = include_top
+  if arch in _KERAS_NAMED:
+    folder, stem, top, notop = _KERAS_NAMED[arch]
+    return _keras_named("https://storage.googleapis.com/" + folder, stem, top, notop, t)
   fixed = {  # md5s are the ones Keras Applications publishes and checks
       "resnet50": _keras("resnet", "resnet50", "2cb95161c43110f7111970584f804107",
                          "4d473c1dd8becc155b73f8504c6f6626", t),
@@ -67,6 +98,10 @@ def imagenet_file(arch: str, alpha: float = 1.0, include_top: bool = False) -> W
                       "6d6bbae143d832006294945121d1f1fc", t),
       "xception": _keras("xception", "xception", "0a58e3b7378bc2990ea3b43d5981f1f6",
                          "b0042744bf5b25fce3cb969f33bebb97", t),
+      "densenet121": _keras("densenet", "densenet121", "9d60b8095a5708f2dcce2bca79d332c7",
+                            "30ee3e1110167f948a6b9946edeeb738", t),
+      "inception_v3": _keras("inception_v3", "inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564",
+                             "bcbd6486424b2319ff4ef7d526e38f63", t),
       "torchvision/mobilenet_v2": WeightFile(
           "mobilenet_v2-b0353104.pth", _TORCH + "mobilenet_v2-b0353104.pth",
           sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
@@ -77,6 +112,10 @@ def imagenet_file(arch: str, alpha: float = 1.0, include_top: bool = False) -> W
       "torchvision/resnet18": WeightFile("resnet18-f37072fd.pth", _TORCH + "resnet18-f37072fd.pth"),
       "torchvision/resnet34": WeightFile("resnet34-b627a593.pth", _TORCH + "resnet34-b627a593.pth"),
       "torchvision/resnet50": WeightFile("resnet50-0676ba61.pth", _TORCH + "resnet50-0676ba61.pth"),
+      "torchvision/densenet121": WeightFile("densenet121-a639ec97.pth",
+                                            _TORCH + "densenet121-a639ec97.pth"),
+      "torchvision/efficientnet_b0": WeightFile(
+          "efficientnet_b0_rwightman-7f5810bc.pth", _TORCH + "efficientnet_b0_rwightman-7f5810bc.pth"),
   }
   if arch not in fixed:
     raise ValueError(f"no ImageNet weights registered for {arch!r}")
