@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 NUM_CLASSES = 4
-KERAS_APPS = {"mobilenet": "MobileNet", "mobilenet_v2": "MobileNetV2", "resnet50v2": "ResNet50V2"}
+KERAS_APPS = {"mobilenet": "MobileNet", "mobilenet_v2": "MobileNetV2", "resnet50v2": "ResNet50V2",
+              "efficientnet_b0": "EfficientNetB0", "densenet121": "DenseNet121"}
 
 
 def jaxmed_platform():

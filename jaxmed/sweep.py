@@ -2,11 +2,13 @@
 
   python -m jaxmed.sweep --config configs/sweep_chest_xray.py --workdir runs/sweep [--config.KEY=V]
 
-The config's `sweep.archs` lists the backbones (each with ImageNet weights where jaxmed has them,
-else from scratch); every other field is shared. Each backbone trains in its own process
-(`python -m jaxmed.train`, so a crash or OOM in one does not take the others down) into
-WORKDIR/<arch>; re-running resumes unfinished ones and skips finished ones. The table goes to
-WORKDIR/comparison.md and .json.
+The config's `sweep.archs` lists the backbones; `sweep.weights` ('imagenet', the default, or
+'None' for random init everywhere) applies to each (LeNet always starts from scratch). Every other
+field is shared. Each backbone trains in its own process (`python -m jaxmed.train`, or with
+`sweep.folds = K` >= 2 `python -m jaxmed.crossval --folds K`, so a crash or OOM in one does not
+take the others down) into WORKDIR/<arch>; re-running resumes unfinished ones and skips finished
+ones. The table goes to WORKDIR/comparison.md and .json (with K folds: out-of-fold metrics and
+their intervals).
 """
 
 import subprocess
@@ -33,6 +35,8 @@ def main(argv) -> int:
     raise cli.UserError("--workdir is required: the folder that receives one run per backbone")
   config = values.config
   archs = list(config.sweep.archs)
+  folds = int(config.sweep.get("folds", 0) or 0)
+  sweep_weights = str(config.sweep.get("weights", "imagenet"))
   workdir = Path(values.workdir)
   config_path = cli.config_path(values)
   overrides = [a for a in argv if a.startswith("--config.")]
@@ -40,19 +44,21 @@ def main(argv) -> int:
   for arch in archs:
     run_dir = workdir / arch_dirname(arch)
     runs.append(run_dir)
-    if (run_dir / "summary.json").exists():
+    if (run_dir / ("cv_summary.json" if folds >= 2 else "summary.json")).exists():
       print(f"== {arch}: finished earlier, kept", flush=True)
       continue
-    weights = "imagenet" if arch not in ("lenet",) else "None"
-    cmd = [sys.executable, "-m", "jaxmed.train", "--config", config_path, f"--workdir={run_dir}",
-           f"--config.model.arch={arch}", f"--config.model.weights={weights}",
+    weights = sweep_weights if arch not in ("lenet",) else "None"
+    command = ["jaxmed.crossval", f"--folds={folds}"] if folds >= 2 else ["jaxmed.train"]
+    cmd = [sys.executable, "-m", command[0], "--config", config_path, f"--workdir={run_dir}",
+           *command[1:], f"--config.model.arch={arch}", f"--config.model.weights={weights}",
            *[o for o in overrides if not o.startswith(("--config.model.arch", "--config.model.weights"))]]
     print(f"== {arch}: {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd).returncode != 0:
       failed.append(arch)
   from jaxmed.reporting.compare import write_comparison
   out = workdir / "comparison.md"
-  print(write_comparison([r for r in runs if (r / "summary.json").exists()], out), end="")
+  finished = [r for r in runs if (r / "summary.json").exists() or (r / "cv_summary.json").exists()]
+  print(write_comparison(finished, out), end="")
   print(f"wrote {out} and {out.with_suffix('.json')}")
   if failed:
     print(f"error: {len(failed)} backbone(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Prints a markdown table and writes it to --out (default comparison.md) with the same rows as
 JSON beside it (comparison.json). Metrics come from each run's summary.json (its test split, or
-val when the run had no test split); images/s is the median training throughput over the
+val when the run had no test split), or for a cross-validation workdir from its cv_summary.json
+(out-of-fold metrics over every training image, with their 95% bootstrap interval); images/s is the median training throughput over the
 fine-tuning epochs (the frozen phase, without backbone gradients, is faster and not comparable).
 """
 
@@ -29,21 +30,44 @@ def count_parameters(config: dict, num_classes: int) -> int:
   return int(sum(x.size for x in jax.tree.leaves(shapes["params"])))
 
 
-def run_row(workdir: str | Path) -> dict:
-  workdir = Path(workdir)
-  summary_path = workdir / "summary.json"
-  if not summary_path.exists():
-    raise FileNotFoundError(f"{workdir}: no summary.json (not a finished jaxmed run)")
-  summary = json.loads(summary_path.read_text())
-  config = summary["config"]
-  split = "test" if "test" in summary else "val"
-  result = summary[split]
+def _speeds(workdir: Path) -> list[float]:
+  """Training images/s per epoch: the fine-tuning epochs when there are any."""
   history = []
   if (workdir / "metrics.jsonl").exists():
     history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if l.strip()]
   train = [r for r in history if r.get("split") == "train" and r.get("images_per_s")]
   finetune = [r["images_per_s"] for r in train if r.get("phase") == "finetune"]
-  speeds = finetune or [r["images_per_s"] for r in train]
+  return finetune or [r["images_per_s"] for r in train]
+
+
+def _crossval_row(workdir: Path) -> dict:
+  """A cross-validation workdir as one row: out-of-fold metrics, the folds' summed train time."""
+  cv = json.loads((workdir / "cv_summary.json").read_text())
+  fold_dirs = [Path(f["workdir"]) for f in cv["folds"]]
+  summaries = [json.loads((d / "summary.json").read_text()) for d in fold_dirs]
+  row = _row(workdir, summaries[0], cv["oof"], f"oof ({len(fold_dirs)} folds)",
+             [s for d in fold_dirs for s in _speeds(d)])
+  row["train_s"] = sum(s.get("timings", {}).get("train_s") or 0.0 for s in summaries)
+  row["accuracy_ci95"] = cv["oof"].get("ci95", {}).get("accuracy")
+  row["macro_f1_ci95"] = cv["oof"].get("ci95", {}).get("macro_f1")
+  return row
+
+
+def run_row(workdir: str | Path) -> dict:
+  workdir = Path(workdir)
+  if (workdir / "cv_summary.json").exists():
+    return _crossval_row(workdir)
+  summary_path = workdir / "summary.json"
+  if not summary_path.exists():
+    raise FileNotFoundError(f"{workdir}: no summary.json or cv_summary.json (not a finished "
+                            f"jaxmed run or cross-validation)")
+  summary = json.loads(summary_path.read_text())
+  split = "test" if "test" in summary else "val"
+  return _row(workdir, summary, summary[split], split, _speeds(workdir))
+
+
+def _row(workdir: Path, summary: dict, result: dict, split: str, speeds: list[float]) -> dict:
+  config = summary["config"]
   return {"run": workdir.name, "path": str(workdir.resolve()), "split": split,
           "backbone": config["model"]["arch"] + (f" (alpha {config['model'].get('alpha')})"
                                                  if "mobilenet" in config["model"]["arch"]
@@ -57,11 +81,12 @@ def run_row(workdir: str | Path) -> dict:
           "num_examples": result.get("num_examples")}
 
 
-def _cell(key: str, value) -> str:
+def _cell(key: str, value, row: dict | None = None) -> str:
   if value is None:
     return "n/a"
   if key in ("accuracy", "macro_f1", "auc"):
-    return f"{value:.4f}"
+    interval = (row or {}).get(f"{key}_ci95")
+    return f"{value:.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
   if key == "parameters":
     return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
   if key == "train_s":
@@ -76,9 +101,13 @@ def _cell(key: str, value) -> str:
 def markdown_table(rows: list[dict]) -> str:
   header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
   rule = "|" + "|".join("---" if k in ("run", "backbone") else "---:" for k, _ in COLUMNS) + "|"
-  body = ["| " + " | ".join(_cell(k, r[k]) for k, _ in COLUMNS) + " |" for r in rows]
-  notes = [r["run"] for r in rows if r["split"] != "test"]
+  body = ["| " + " | ".join(_cell(k, r[k], r) for k, _ in COLUMNS) + " |" for r in rows]
+  notes = [r["run"] for r in rows if r["split"] == "val"]
   tail = f"\n\n(metrics on the val split for: {', '.join(notes)})" if notes else ""
+  cv = [f"{r['run']} ({r['split']})" for r in rows if r["split"].startswith("oof")]
+  if cv:
+    tail += (f"\n\n(out-of-fold metrics over every training image, 95% bootstrap interval, "
+             f"train time summed over the folds, for: {', '.join(cv)})")
   return "\n".join([header, rule] + body) + tail + "\n"
 
 
