@@ -5,9 +5,9 @@
 The config's `sweep.archs` lists the backbones; `sweep.weights` ('imagenet', the default, or
 'None' for random init everywhere) applies to each (LeNet always starts from scratch). Every other
 field is shared. Each backbone trains in its own process (`python -m jaxmed.train`, or with
-`sweep.folds = K` >= 2 `python -m jaxmed.crossval --folds K`, so a crash or OOM in one does not
-take the others down) into WORKDIR/<arch>; re-running resumes unfinished ones and skips finished
-ones. The table goes to WORKDIR/comparison.md and .json (with K folds: out-of-fold metrics and
+`sweep.folds = K` >= 2 `python -m jaxmed.crossval --folds K`, grouped by `sweep.group_regex` when
+set; so a crash or OOM in one does not take the others down) into WORKDIR/<arch>; re-running
+resumes unfinished ones and skips finished ones. The table goes to WORKDIR/comparison.md and .json (with K folds: out-of-fold metrics and
 their intervals).
 """
 
@@ -49,6 +49,8 @@ def main(argv) -> int:
       continue
     weights = sweep_weights if arch not in ("lenet",) else "None"
     command = ["jaxmed.crossval", f"--folds={folds}"] if folds >= 2 else ["jaxmed.train"]
+    if folds >= 2 and config.sweep.get("group_regex"):  # patients whole within one fold
+      command.append(f"--group_regex={config.sweep.group_regex}")
     cmd = [sys.executable, "-m", command[0], "--config", config_path, f"--workdir={run_dir}",
            *command[1:], f"--config.model.arch={arch}", f"--config.model.weights={weights}",
            *[o for o in overrides if not o.startswith(("--config.model.arch", "--config.model.weights"))]]

@@ -35,14 +35,21 @@ def build(arch: str, alpha: float = 1.0, include_top: bool = False, size=(224, 2
 
 
 def randomize_batchnorm(model, seed: int = 0) -> None:
-  """Non-trivial BatchNorm statistics, so a converter that swaps or drops them is caught."""
+  """Non-trivial BatchNorm statistics (and LayerNorm / LayerScale gains, which a fresh Keras model
+  sets to 1 and 1e-6: ConvNeXt's residual branches would vanish), so a converter that swaps or
+  drops them is caught."""
   rng = np.random.default_rng(seed)
   for layer in model.layers:
-    if type(layer).__name__ == "BatchNormalization":
+    kind = type(layer).__name__
+    if kind == "BatchNormalization":
       shapes = [tuple(w.shape) for w in layer.weights]
       values = [rng.uniform(0.5, 1.5, s) if w.name in ("gamma", "moving_variance")
                 else rng.normal(0, 0.2, s) for w, s in zip(layer.weights, shapes)]
       layer.set_weights([v.astype(np.float32) for v in values])
+    elif kind in ("LayerNormalization", "LayerScale"):
+      low, high = (0.5, 1.5) if kind == "LayerNormalization" else (0.1, 0.5)
+      layer.set_weights([(rng.uniform(low, high, w.shape) if i == 0 else rng.normal(0, 0.1, w.shape))
+                         .astype(np.float32) for i, w in enumerate(layer.weights)])
 
 
 def layer_weights(model) -> dict[str, dict[str, np.ndarray]]:
