@@ -68,7 +68,7 @@ def parity(arch: str, alpha: float = 1.0, weights: str | None = None, size=(224,
     reference.load_weights(weights)
     path = Path(weights)
   else:
-    keras_reference.randomize_batchnorm(reference, seed)
+    keras_reference.randomize(reference, seed)
     path = Path(tempfile.mkdtemp()) / "random.h5"
     keras_h5.save_keras_h5(path, keras_reference.layer_weights(reference))
   variables = pretrained.read_variables(arch, path)

@@ -34,10 +34,14 @@ def build(arch: str, alpha: float = 1.0, include_top: bool = False, size=(224, 2
       weights=None, include_top=include_top, input_shape=(*size, 3), **kwargs)
 
 
-def randomize_batchnorm(model, seed: int = 0) -> None:
-  """Non-trivial BatchNorm statistics (and LayerNorm / LayerScale gains, which a fresh Keras model
-  sets to 1 and 1e-6: ConvNeXt's residual branches would vanish), so a converter that swaps or
-  drops them is caught."""
+def randomize(model, seed: int = 0) -> None:
+  """Random weights a converter cannot get right by accident, in a well-conditioned network.
+
+  BatchNorm statistics and LayerNorm / LayerScale gains are drawn (a fresh Keras model has
+  identity BatchNorms and ConvNeXt's LayerScale at 1e-6, which would hide a swap or a dropped
+  layer), and every kernel is redrawn as normal(0, 1/fan_in): with Keras' glorot kernels under
+  non-normalising BatchNorms, deep nets such as EfficientNetV2-S reach 1e7 and float32 rounding
+  alone exceeds any parity tolerance."""
   rng = np.random.default_rng(seed)
   for layer in model.layers:
     kind = type(layer).__name__
@@ -50,6 +54,11 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
       low, high = (0.5, 1.5) if kind == "LayerNormalization" else (0.1, 0.5)
       layer.set_weights([(rng.uniform(low, high, w.shape) if i == 0 else rng.normal(0, 0.1, w.shape))
                          .astype(np.float32) for i, w in enumerate(layer.weights)])
+    for w in layer.weights:
+      if w.name in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(w.shape) >= 2:
+        spatial_only = kind == "DepthwiseConv2D" or w.name == "depthwise_kernel"
+        fan_in = int(np.prod(w.shape[:-2] if spatial_only else w.shape[:-1]))
+        w.assign(rng.normal(0, np.sqrt(1.0 / fan_in), w.shape).astype(np.float32))
 
 
 def layer_weights(model) -> dict[str, dict[str, np.ndarray]]:
