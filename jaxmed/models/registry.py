@@ -17,7 +17,12 @@ _FAMILIES = (
     "resnet_torchvision",
     "vgg",
     "xception",
+    "inception_v3",
+    "efficientnet_v2",
+    "efficientnet",
     "lenet",
+    "convnext",
+    "densenet",
 )
 ARCHITECTURES: dict[str, Architecture] = {}
 for _family in _FAMILIES:

@@ -3,6 +3,7 @@
 Needs `keras` with KERAS_BACKEND=jax (set here when unset); no TensorFlow.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -25,13 +26,35 @@ def keras_module():
   return keras
 
 
+@contextlib.contextmanager
+def _zero_random_initializers(keras):
+  """Builds with zeros where Keras would draw random kernels: its random initializers compile one
+  XLA program per kernel shape (about 35 s of CPU for an EfficientNet-B0), and every reference
+  model here gets its weights from `randomize` or a file anyway."""
+  from keras.src import initializers
+  from keras.src.initializers.random_initializers import RandomInitializer
+  original = initializers.get
+
+  def get(identifier):
+    found = original(identifier)
+    return initializers.Zeros() if isinstance(found, RandomInitializer) else found
+  initializers.get = get
+  try:
+    yield
+  finally:
+    initializers.get = original
+
+
 def build(arch: str, alpha: float = 1.0, include_top: bool = False, size=(224, 224)):
-  """keras.applications.<arch>(weights=None) for an input of `size` (height, width)."""
+  """keras.applications.<arch>(weights=None) for an input of `size` (height, width), its kernels
+  zero until `randomize` or `load_weights` fills them."""
   if arch not in _APPS:
     raise ValueError(f"no Keras reference for {arch!r}; one of {sorted(_APPS)}")
   kwargs = {"alpha": alpha} if arch.startswith("mobilenet") else {}
-  return getattr(keras_module().applications, _APPS[arch])(
-      weights=None, include_top=include_top, input_shape=(*size, 3), **kwargs)
+  keras = keras_module()
+  with _zero_random_initializers(keras):
+    return getattr(keras.applications, _APPS[arch])(
+        weights=None, include_top=include_top, input_shape=(*size, 3), **kwargs)
 
 
 def randomize(model, seed: int = 0) -> None:
