@@ -72,9 +72,12 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
 
   On CPU: 1x1 convs run as GEMMs (`pointwise`, 2-3x faster forward+backward than lax, whose
   kernel gradient transposes both operands), depthwise convs as shifted multiply-adds
-  (`depthwise`, XLA CPU's grouped conv is 10-40x slower), wide 3x3 stride-1 convs as Winograd
-  F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax); other dense convs use lax (its
-  XLA CPU kernels beat shifted-GEMM and im2col). GPU and TPU keep lax everywhere.
+  (`depthwise`, XLA CPU's grouped conv is 10-40x slower at 3x3, and 7-31x slower forward+backward
+  at EfficientNet's 5x5 and ConvNeXt's 7x7: benchmarks/RESULTS.md "New backbones"), wide 3x3
+  stride-1 convs as Winograd F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax);
+  other dense convs use lax (its XLA CPU kernels beat shifted-GEMM and im2col). Squeeze-and-
+  excitation's 1x1 convs on pooled maps are pointwise GEMMs; swish, GELU and DenseNet's
+  concatenations are XLA's own fused elementwise ops. GPU and TPU keep lax everywhere.
   """
   strides = tuple(strides)
   on_cpu = cpu_fast_paths()
