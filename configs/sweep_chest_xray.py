@@ -9,8 +9,11 @@ WORKDIR/comparison.md then lists each backbone's out-of-fold accuracy, macro-F1 
 bootstrap intervals, its size and its speed (comparison.json beside it). ImageNet files are
 fetched on first use (internet needed); `--config.sweep.weights=None` trains from scratch.
 
-Measured: see MEASURED below (filled from one run; random init, since this project's machines
-cannot download the Keras ImageNet files).
+Results: not measured yet. This project's machines cannot download the Keras ImageNet files, and
+from random init a short schedule says nothing: a trial on 2026-12-02 (3 folds, 64 px, 0 frozen + 1
+fine-tuning epoch, `--config.sweep.weights=None`) left MobileNetV2 predicting the majority class on
+fold 1 (val accuracy 0.743 = the PNEUMONIA share, macro-F1 0.426; train accuracy 0.636), its
+BatchNorm moving averages (Keras' momentum 0.999) still near their initial values after 108 steps.
 """
 
 import ml_collections
