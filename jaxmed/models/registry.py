@@ -1,32 +1,20 @@
 """Architecture names -> their declarations, and the classifier built from a config."""
 
-import importlib
-
 import jax.numpy as jnp
 
+from jaxmed.models import (convnext, densenet, efficientnet, efficientnet_v2, inception_v3, lenet,
+                           mobilenet_v1, mobilenet_v2, resnet, resnet_torchvision, vgg, xception)
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.classifier import Classifier
 from jaxmed.models.head import Head
 from jaxmed.models.preprocess import MODES
 
-# One model family per module under jaxmed/models, each declaring ARCHITECTURES; one per line.
-_FAMILIES = (
-    "mobilenet_v1",
-    "mobilenet_v2",
-    "resnet",
-    "resnet_torchvision",
-    "vgg",
-    "xception",
-    "inception_v3",
-    "efficientnet_v2",
-    "efficientnet",
-    "lenet",
-    "convnext",
-    "densenet",
-)
+# One model family per module, each declaring ARCHITECTURES (the order is the listing order).
+_FAMILIES = (mobilenet_v1, mobilenet_v2, resnet, resnet_torchvision, vgg, xception, efficientnet,
+             efficientnet_v2, densenet, inception_v3, convnext, lenet)
 ARCHITECTURES: dict[str, Architecture] = {}
 for _family in _FAMILIES:
-  ARCHITECTURES.update(importlib.import_module(f"jaxmed.models.{_family}").ARCHITECTURES)
+  ARCHITECTURES.update(_family.ARCHITECTURES)
 
 
 def get_architecture(name: str) -> Architecture:
