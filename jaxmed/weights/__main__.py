@@ -3,6 +3,7 @@
   python -m jaxmed.weights classify --arch torchvision/mobilenet_v2 --weights imagenet IMAGE...
   python -m jaxmed.weights parity --arch mobilenet [--alpha 0.25] [--weights FILE] [--size 224]
   python -m jaxmed.weights fetch --arch torchvision/mobilenet_v2
+  python -m jaxmed.weights keras3-layouts   # after adding an architecture; needs keras
 """
 
 import argparse
@@ -103,6 +104,7 @@ def main(argv=None):
   f.add_argument("--arch", required=True)
   f.add_argument("--alpha", type=float, default=1.0)
   f.add_argument("--include-top", action="store_true")
+  sub.add_parser("keras3-layouts", help="regenerate jaxmed/weights/keras3_layouts.json from Keras")
   args = parser.parse_args(argv)
   try:  # a missing, unsafe or mismatched file, an unknown arch, no network: the user's to fix
     if args.command == "classify":
@@ -110,6 +112,9 @@ def main(argv=None):
         print(image)
         for label, prob in top:
           print(f"  {prob:7.2%}  {label}")
+    elif args.command == "keras3-layouts":
+      from jaxmed.weights import keras_reference
+      keras_reference.write_keras3_layouts()
     elif args.command == "parity":
       size = tuple(args.size * 2 if len(args.size) == 1 else args.size[:2])
       print(json.dumps(parity(args.arch, args.alpha, args.weights, size, args.include_top)))

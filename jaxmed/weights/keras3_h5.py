@@ -6,7 +6,7 @@ layers/layer_normalization/vars/1`), because layer names are not reproducible ac
 Mapping such a file onto a network therefore needs that network's layer order, which only Keras
 knows. `keras3_layouts.json` records it per architecture: group path -> [layer name, weight names]
 in the legacy file's terms (a DepthwiseConv2D's kernel is 'depthwise_kernel'), made by
-`python -m jaxmed.weights.keras_reference` from Keras' own models and checked against Keras by
+`python -m jaxmed.weights keras3-layouts` from Keras' own models and checked against Keras by
 tests/weights/test_keras3_weights.py. The result is what `load_keras_h5` returns, so every
 architecture's converter reads both formats.
 """

@@ -148,6 +148,3 @@ def write_keras3_layouts(archs=None) -> None:
     lines.append(f"{json.dumps(arch)}: {{\n{groups}\n}}")
   LAYOUTS.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
-
-if __name__ == "__main__":
-  write_keras3_layouts()

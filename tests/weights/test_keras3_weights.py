@@ -46,7 +46,7 @@ def _flat(tree, prefix=()):
 
 def test_every_keras_architecture_has_a_layout():
   assert KERAS_ARCHS and set(KERAS_ARCHS) <= set(keras3_h5.layout_names()), (
-      "run `python -m jaxmed.weights.keras_reference` after adding an architecture")
+      "run `python -m jaxmed.weights keras3-layouts` after adding an architecture")
 
 
 @pytest.mark.parametrize("arch", KERAS_ARCHS)
