@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmed.models.architecture import Architecture
-from jaxmed.models.layers import Conv
-from jaxmed.ops import batchnorm
+from jaxmed.models.layers import BatchNorm, Conv
 from jaxmed.ops.pooling import max_pool
 
 MIN_SIZE = 75
@@ -117,30 +116,6 @@ def conv_shapes() -> list[tuple[str, tuple[int, int, int, int]]]:
   return shapes
 
 
-class ScalelessBatchNorm(nn.Module):
-  """layers.BatchNorm (Keras' momentum and epsilon, ReLU fused) without the 'scale' parameter."""
-  use_running_average: bool
-  momentum: float = 0.99
-  epsilon: float = 1e-3
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    scale = jnp.ones((c,), jnp.float32)  # a constant: its gradient is dropped
-    bias = self.param("bias", nn.initializers.zeros, (c,))
-    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-    if self.use_running_average:
-      z = batchnorm.normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
-      return batchnorm.activate(z, "relu").astype(self.dtype)
-    y, mean, var = batchnorm.batch_norm_train(x, scale, bias, self.epsilon, "relu")
-    if not self.is_initializing():
-      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-    return y.astype(self.dtype)
-
-
 def avg_pool_same(x):
   """Keras' AveragePooling2D(3, 1, 'same'): the mean over each window's real inputs only."""
   return nn.avg_pool(x, (3, 3), (1, 1), "SAME", count_include_pad=False)
@@ -169,8 +144,8 @@ class InceptionV3(nn.Module):
     def conv_bn(name, y, stage, filters, kernel, stride, padding):  # Keras' `conv2d_bn`
       y = Conv(filters, kernel, (stride, stride), padding, use_bias=False, dtype=self.dtype,
                name=name)(y)
-      return ScalelessBatchNorm(stage < trainable_from or not train, dtype=self.dtype,
-                                name=f"{name}_bn")(y)
+      return BatchNorm(stage < trainable_from or not train, activation="relu", dtype=self.dtype,
+                       use_scale=False, name=f"{name}_bn")(y)  # Keras: scale=False
 
     x = freeze_below(x, 0)
     for name, filters, kernel, stride, padding in STEM:

@@ -53,17 +53,20 @@ class DepthwiseConv(nn.Module):
 class BatchNorm(nn.Module):
   """`nn.BatchNorm` (same variables: params scale/bias, batch_stats mean/var; same arithmetic)
   with the activation that follows it fused in, so training mode runs `ops.batchnorm`'s
-  hand-written backward. `momentum` is Flax's: Keras' 0.99, torch's momentum 0.1 is 0.9 here."""
+  hand-written backward. `momentum` is Flax's: Keras' 0.99, torch's momentum 0.1 is 0.9 here.
+  `use_scale=False` is Keras' `scale=False` (InceptionV3): no gamma, so none is trained."""
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-3
   activation: Any = None  # None | 'relu' | 'relu6'
   dtype: Any = jnp.float32
+  use_scale: bool = True
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,))
+    scale = (self.param("scale", nn.initializers.ones, (c,)) if self.use_scale
+             else jnp.ones((c,), jnp.float32))  # a constant: its gradient is dropped
     bias = self.param("bias", nn.initializers.zeros, (c,))
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
