@@ -22,3 +22,4 @@ class Architecture:
   preprocessing: str                              # normalisation the official weights expect
   weight_format: str                              # 'keras_h5' | 'torch'
   convert: Optional[Callable[[dict], dict]] = None
+  min_size: int = 1                               # smallest input side the network accepts

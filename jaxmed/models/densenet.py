@@ -247,9 +247,9 @@ ARCHITECTURES = {
     "densenet121": Architecture(
         build=_build("keras"), num_stages=NUM_STAGES,
         stage_of=functools.partial(stage_of, source="keras"), preprocessing="torch",
-        weight_format="keras_h5", convert=convert_keras),
+        weight_format="keras_h5", convert=convert_keras, min_size=MIN_SIZE),
     "torchvision/densenet121": Architecture(
         build=_build("torchvision"), num_stages=NUM_STAGES,
         stage_of=functools.partial(stage_of, source="torchvision"), preprocessing="torch",
-        weight_format="torch", convert=convert_torch),
+        weight_format="torch", convert=convert_torch, min_size=MIN_SIZE),
 }

@@ -296,7 +296,7 @@ def _architecture(width: float, depth: float, variant: str) -> Architecture:
       build=_build(width, depth, variant), num_stages=len(block_specs(width, depth)) + 2,
       stage_of=functools.partial(stage_of, width=width, depth=depth),
       preprocessing="raw" if keras else "torch", weight_format="keras_h5" if keras else "torch",
-      convert=convert)
+      convert=convert, min_size=MIN_SIZE if keras else 1)
 
 
 ARCHITECTURES = {

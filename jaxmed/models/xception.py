@@ -148,5 +148,5 @@ def convert_keras(layers: dict[str, dict[str, np.ndarray]]) -> dict:
 ARCHITECTURES = {
     "xception": Architecture(
         build=lambda **kw: Xception(**kw), num_stages=NUM_STAGES, stage_of=stage_of,
-        preprocessing="tf", weight_format="keras_h5", convert=convert_keras),
+        preprocessing="tf", weight_format="keras_h5", convert=convert_keras, min_size=MIN_SIZE),
 }

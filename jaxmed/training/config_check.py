@@ -295,6 +295,19 @@ def _weights_problems(config) -> list[tuple[str, str]]:
   return []
 
 
+def _size_problems(config) -> list[tuple[str, str]]:
+  """Networks with 'valid' stems (Xception, InceptionV3) or many halvings have a smallest input."""
+  arch, size = _lookup(config, "model.arch")[0], _lookup(config, "data.image_size")[0]
+  if arch not in _architectures() or not _is_int(size):
+    return []
+  from jaxmed.models.registry import ARCHITECTURES
+  least = ARCHITECTURES[arch].min_size
+  if size >= least:
+    return []
+  return [("data.image_size", f"config data.image_size={size}: model.arch={arch!r} needs at "
+                              f"least {least} px; pass --config.data.image_size={least} or more")]
+
+
 def _augment_problems(config) -> list[tuple[str, str]]:
   """Unknown option names (with did-you-mean) and the preset here; every other value through
   jaxmed.augment's own normalize, which the train step uses."""
@@ -330,7 +343,8 @@ def problems(config) -> list[tuple[str, str]]:
   if not hasattr(config, "keys"):
     return [("config", f"config {_show(config)}: must be a ConfigDict")]
   found = _apply(config, RULES) + _callback_problems(config) + _epoch_problems(config)
-  return found + _weights_problems(config) + _augment_problems(config)
+  return (found + _weights_problems(config) + _size_problems(config)
+          + _augment_problems(config))
 
 
 def check_config(config) -> None:

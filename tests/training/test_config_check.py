@@ -136,6 +136,15 @@ def test_pretrained_weights_for_a_from_scratch_arch():
   assert message.startswith("config model.weights='imagenet': must be None") and "lenet" in message
 
 
+@pytest.mark.parametrize("arch,least", [("inception_v3", 75), ("xception", 71),
+                                        ("efficientnet_b0", 32)])
+def test_input_smaller_than_the_architecture_accepts(arch, least):
+  c = _set(_set(_demo(), "model.arch", arch), "data.image_size", least - 1)
+  assert _error(c) == (f"config data.image_size={least - 1}: model.arch={arch!r} needs at least "
+                       f"{least} px; pass --config.data.image_size={least} or more")
+  assert not [p for p in problems(_set(c, "data.image_size", least)) if p[0] == "data.image_size"]
+
+
 def test_missing_required_field_and_section():
   c = _demo()
   del c.train["batch_size"]
