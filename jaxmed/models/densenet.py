@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxmed.models.architecture import Architecture
 from jaxmed.models.layers import BatchNorm, Conv
-from jaxmed.models.resnet import KERAS_NAMES, assemble, max_pool_zero_padded
+from jaxmed.models.resnet import assemble, max_pool_zero_padded, rename_keras_weights
 from jaxmed.ops.pooling import max_pool
 
 BLOCKS = (6, 12, 24, 16)  # dense layers per block, DenseNet-121
@@ -187,15 +187,7 @@ def convert_keras(layers: dict[str, dict[str, np.ndarray]]) -> dict:
 
   Layers without weights (padding, activation, pooling, concatenation) are skipped.
   """
-  renamed = {}
-  for layer, weights in layers.items():
-    if not weights:
-      continue
-    unknown = sorted(set(weights) - set(KERAS_NAMES))
-    if unknown:
-      raise ValueError(f"Keras layer {layer!r}: unexpected weights {unknown}")
-    renamed[layer] = {KERAS_NAMES[k]: v for k, v in weights.items()}
-  return assemble(DenseNet121(source="keras"), renamed, "Keras DenseNet121")
+  return assemble(DenseNet121(source="keras"), rename_keras_weights(layers), "Keras DenseNet121")
 
 
 # torchvision's DenseNet once named a dense layer's modules 'norm.1', 'conv.1', 'norm.2', 'conv.2';

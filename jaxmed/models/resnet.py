@@ -187,6 +187,11 @@ def convert_keras(layers: dict[str, dict[str, np.ndarray]], *, preact: bool) -> 
 
   Layers without weights (padding, activation, pooling) are skipped.
   """
+  return assemble(ResNet50(preact=preact), rename_keras_weights(layers), "Keras")
+
+
+def rename_keras_weights(layers: dict[str, dict[str, np.ndarray]]) -> dict:
+  """Keras weight names -> the modules' (gamma -> scale, ...); weightless layers dropped."""
   renamed = {}
   for layer, weights in layers.items():
     if not weights:
@@ -195,7 +200,7 @@ def convert_keras(layers: dict[str, dict[str, np.ndarray]], *, preact: bool) -> 
     if unknown:
       raise ValueError(f"Keras layer {layer!r}: unexpected weights {unknown}")
     renamed[layer] = {KERAS_NAMES[k]: v for k, v in weights.items()}
-  return assemble(ResNet50(preact=preact), renamed, "Keras")
+  return renamed
 
 
 def _build(preact: bool) -> Callable[..., nn.Module]:
