@@ -71,3 +71,13 @@ def fast_path(name: str) -> bool:
     return True
   import jaxlib
   return measured_verdict(name, jaxlib.__version__)
+
+
+def bfloat16_gemm() -> bool:
+  """Whether bfloat16 dense convolutions run as float32-accumulating GEMMs (gemm_conv, Winograd):
+  only with the CPU fast paths on, and where a matrix unit makes bfloat16 products pay
+  (runtime/matrix_units.py; JAXMED_BFLOAT16=on forces it, e.g. for tests)."""
+  if not cpu_fast_paths() or conv_impl() == "lax":
+    return False
+  from jaxmed.runtime import matrix_units
+  return matrix_units.bfloat16_gemm_pays()

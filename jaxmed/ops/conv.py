@@ -11,10 +11,10 @@ tests use settings.override); default is automatic.
 
 import jax
 
-from jaxmed.ops import depthwise, pointwise, winograd
+from jaxmed.ops import depthwise, gemm_conv, pointwise, winograd
 # Re-exported: models, tests and benchmarks import these from conv.
-from jaxmed.ops.base import (Padding, conv_impl, conv_reference, cpu_fast_paths,  # noqa: F401
-                             fast_path)
+from jaxmed.ops.base import (Padding, bfloat16_gemm, conv_impl, conv_reference,  # noqa: F401
+                             cpu_fast_paths, fast_path)
 
 
 def _fast_depthwise_ok(x, kernel, strides, padding, feature_group_count):
@@ -67,6 +67,31 @@ def _winograd_ok(x, kernel, strides, padding, feature_group_count):
   return all(winograd.output_size(n, p) > 0 for n, p in zip(x.shape[1:3], pads))
 
 
+def _bfloat16_gemm_pads(x, kernel, strides, padding, feature_group_count):
+  """Explicit pads when a bfloat16 dense conv (kernel > 1x1, equal strides, no negative padding)
+  should run as GEMMs on this CPU, else None."""
+  if (x.ndim != 4 or feature_group_count != 1 or len(set(strides)) != 1
+      or x.dtype != jax.numpy.bfloat16 or kernel.dtype != jax.numpy.bfloat16):
+    return None
+  if isinstance(padding, str) and padding.upper() not in ("SAME", "VALID"):
+    return None
+  pads = depthwise.resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides[0])
+  if any(lo < 0 or hi < 0 for lo, hi in pads):
+    return None
+  out = [gemm_conv.output_size(n, k, strides[0], p)
+         for n, k, p in zip(x.shape[1:3], kernel.shape[:2], pads)]
+  return pads if min(out) > 0 and bfloat16_gemm() else None  # an empty output: lax reports it
+
+
+def _bfloat16_gemm_conv(x, kernel, stride, pads):
+  """Wide 3x3 stride-1 convs by Winograd (2.25x fewer products; its dx is a Winograd conv with
+  padding 2 - p, so p <= 2), the rest as one im2col product; all on the matrix unit."""
+  if (kernel.shape[:2] == (3, 3) and stride == 1 and max(max(p) for p in pads) <= 2
+      and min(kernel.shape[2:]) >= WINOGRAD_MIN_CHANNELS):
+    return winograd.winograd_conv3x3(x, kernel, pads)
+  return gemm_conv.gemm_conv(x, kernel, stride, pads)
+
+
 def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_count=1):
   """Convolution used by all models; picks the fastest correct kernel for the current backend.
 
@@ -77,13 +102,20 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   stride-1 convs as Winograd F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax);
   other dense convs use lax (its XLA CPU kernels beat shifted-GEMM and im2col). Squeeze-and-
   excitation's 1x1 convs on pooled maps are pointwise GEMMs; swish, GELU and DenseNet's
-  concatenations are XLA's own fused elementwise ops. GPU and TPU keep lax everywhere.
+  concatenations are XLA's own fused elementwise ops. bfloat16 on a CPU whose matrix unit makes
+  bfloat16 products pay (`bfloat16_gemm`): every other dense conv as float32-accumulating GEMMs
+  (Winograd for wide 3x3 stride 1, else im2col; XLA:CPU's bfloat16 convs miss the unit). GPU and
+  TPU keep lax everywhere.
   """
   strides = tuple(strides)
   on_cpu = cpu_fast_paths()
   if on_cpu and fast_path("pointwise") and _pointwise_ok(x, kernel, strides, padding,
                                                           feature_group_count):
     return pointwise.strided_pointwise_conv(x, kernel, strides[0])
+  if on_cpu and kernel.shape[:2] != (1, 1):
+    pads = _bfloat16_gemm_pads(x, kernel, strides, padding, feature_group_count)
+    if pads is not None:
+      return _bfloat16_gemm_conv(x, kernel, strides[0], pads)
   if on_cpu and fast_path("winograd") and _winograd_ok(x, kernel, strides, padding,
                                                         feature_group_count):
     pads = depthwise.resolve_padding(padding, x.shape[1:3], (3, 3), 1)

@@ -9,9 +9,16 @@ are not, so conv2d uses this path only where it measured faster (conv.WINOGRAD_M
 
 The transforms use only 0, +-1 and +-1/2: in float32 the result differs from lax's by about
 1e-6 of the output's largest magnitude (ResNet's shapes, He-scaled weights); tests/test_winograd.py
-bounds it at 1e-5. The gradient is lax's: the custom VJP differentiates the direct convolution,
-which is linear in each operand, so XLA drops its forward pass and keeps only the two transposed
-convolutions.
+bounds it at 1e-5. The float32 gradient is lax's: the custom VJP differentiates the direct
+convolution, which is linear in each operand, so XLA drops its forward pass and keeps only the two
+transposed convolutions.
+
+bfloat16 (for a CPU with a matrix unit, issue #21): the transforms run in float32, only the 16
+products take bfloat16 operands, accumulating in float32, and the output rounds once. Both
+gradients are products too, since XLA:CPU's bfloat16 convolutions do not reach the matrix unit:
+dx is this same Winograd convolution of the output gradient with the kernel turned 180 degrees
+and its in/out channels swapped (padding 2 - p on each side), dk one im2col product
+(ops/gemm_conv.py).
 """
 
 import functools
@@ -21,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxmed.ops import gemm_conv
 from jaxmed.ops.base import conv_reference
 
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
@@ -50,6 +58,13 @@ def output_size(size: int, pad: tuple[int, int]) -> int:
 
 
 def _winograd(x, kernel, padding):
+  dtype = jnp.result_type(x, kernel)
+  if dtype != jnp.float32:  # transforms in float32, products in `dtype` accumulating in float32
+    return _winograd_products_in(dtype, x.astype(jnp.float32), kernel.astype(jnp.float32), padding)
+  return _winograd_products_in(None, x, kernel, padding)
+
+
+def _winograd_products_in(dtype, x, kernel, padding):
   n, h, w, c = x.shape
   (pt, pb), (pl, pr) = padding
   ho, wo = output_size(h, (pt, pb)), output_size(w, (pl, pr))
@@ -61,12 +76,18 @@ def _winograd(x, kernel, padding):
   rows = [[_combine(_BT[i], [d[a][b] for a in range(4)]) for b in range(4)] for i in range(4)]
   v = jnp.stack([_combine(_BT[j], rows[i]) for i in range(4) for j in range(4)])
   v = v.reshape(16, n * th * tw, c)
-  m = lax.dot_general(v, transform_kernel(kernel), (((2,), (1,)), ((0,), (0,))))
+  u = transform_kernel(kernel)
+  if dtype is None:
+    m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))
+  else:
+    m = lax.dot_general(v.astype(dtype), u.astype(dtype), (((2,), (1,)), ((0,), (0,))),
+                        preferred_element_type=jnp.float32)
   m = m.reshape(4, 4, n, th, tw, -1)
   cols = [[_combine(_AT[r], [m[i, j] for i in range(4)]) for j in range(4)] for r in range(2)]
   y = jnp.stack([jnp.stack([_combine(_AT[s], cols[r]) for s in range(2)], axis=3)
                  for r in range(2)], axis=2)  # (N, th, 2, tw, 2, K)
-  return y.reshape(n, 2 * th, 2 * tw, -1)[:, :ho, :wo, :]
+  y = y.reshape(n, 2 * th, 2 * tw, -1)[:, :ho, :wo, :]
+  return y if dtype is None else y.astype(dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -81,8 +102,14 @@ def _fwd(x, kernel, padding):
 
 def _bwd(padding, res, g):
   x, kernel = res
-  _, vjp = jax.vjp(lambda x, k: conv_reference(x, k, (1, 1), padding), x, kernel)
-  return vjp(g)
+  if jnp.result_type(x, kernel) == jnp.float32:
+    _, vjp = jax.vjp(lambda x, k: conv_reference(x, k, (1, 1), padding), x, kernel)
+    return vjp(g)
+  (pt, pb), (pl, pr) = padding
+  turned = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # (3, 3, K, C)
+  dx = _winograd(g.astype(x.dtype), turned, ((2 - pt, 2 - pb), (2 - pl, 2 - pr)))
+  dk = gemm_conv.kernel_gradient(x, g, (3, 3), 1, padding, kernel.dtype)
+  return dx.astype(x.dtype), dk
 
 
 winograd_conv3x3.defvjp(_fwd, _bwd)

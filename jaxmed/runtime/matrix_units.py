@@ -52,6 +52,11 @@ def bfloat16_pays(figures: dict) -> bool:
 def _time_products(side: int = SIDE, repeats: int = 5) -> dict:
   import jax
   import jax.numpy as jnp
+  with jax.ensure_compile_time_eval():  # timed for real even when asked while a model is traced
+    return _timed(jax, jnp, side, repeats)
+
+
+def _timed(jax, jnp, side: int, repeats: int) -> dict:
   out = {}
   for name, dtype, accumulate in (("float32", jnp.float32, None),
                                   ("bfloat16", jnp.bfloat16, None),
@@ -94,3 +99,44 @@ def probe(cache: bool = True) -> dict:
     tmp.write_text(json.dumps(figures, indent=1))
     os.replace(tmp, path)  # concurrent probes: the last complete one wins, none is half-written
   return dict(figures, cached=False)
+
+
+_verdict: dict = {}
+
+
+def bfloat16_gemm_pays() -> bool:
+  """This process's answer (fixed at the first call, like runtime/settings): whether bfloat16
+  dense convolutions run as GEMMs and `model.dtype='auto'` picks bfloat16. JAXMED_BFLOAT16=on/off
+  decide outright; auto asks `probe`, which times nothing where the CPU has no amx_bf16 flag."""
+  from jaxmed.runtime import settings
+  mode = settings.current().bfloat16
+  if mode != "auto":
+    return mode == "on"
+  if "pays" not in _verdict:
+    _verdict["pays"] = ("amx_bf16" in cpu_description()["matrix_flags"]
+                        and bool(probe()["bfloat16_pays"]))
+  return _verdict["pays"]
+
+
+def choose_dtype(setting: str, backend: str) -> dict:
+  """What `model.dtype` (float32 | bfloat16 | auto) means on `backend`: {'setting', 'dtype',
+  'reason', 'probe'} for summary.json. 'auto' is float32 off the CPU (set bfloat16 outright on
+  GPU/TPU) and, on a CPU, bfloat16 exactly where bfloat16_gemm_pays()."""
+  if setting != "auto":
+    return {"setting": setting, "dtype": setting, "reason": "set in the config", "probe": None}
+  if backend != "cpu":
+    return {"setting": "auto", "dtype": "float32", "probe": None,
+            "reason": f"{backend} backend: 'auto' chooses only on a CPU (set model.dtype='bfloat16')"}
+  from jaxmed.runtime import settings
+  mode = settings.current().bfloat16
+  cpu = cpu_description()
+  if mode != "auto":
+    figures, reason = cpu, f"JAXMED_BFLOAT16={mode}"
+  elif "amx_bf16" not in cpu["matrix_flags"]:
+    figures, reason = cpu, "no matrix unit (amx_bf16) on this CPU"
+  else:
+    figures = probe()
+    reason = (f"bfloat16 product {figures['bfloat16_speedup']}x float32 "
+              f"({'>=' if figures['bfloat16_pays'] else '<'} {MIN_SPEEDUP}x)")
+  dtype = "bfloat16" if bfloat16_gemm_pays() else "float32"
+  return {"setting": "auto", "dtype": dtype, "reason": reason, "probe": figures}

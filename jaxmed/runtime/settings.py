@@ -3,6 +3,7 @@
 | field        | variable            | values                              | default |
 |--------------|---------------------|-------------------------------------|---------|
 | conv_impl    | JAXMED_CONV_IMPL    | auto, lax, fast                     | auto    |
+| bfloat16     | JAXMED_BFLOAT16     | auto, on, off                       | auto    |
 | xla_defaults | JAXMED_XLA_DEFAULTS | 1/0 (true/false, yes/no, on/off)    | 1       |
 | allocator    | JAXMED_ALLOCATOR    | auto, mimalloc, glibc, system       | auto    |
 | debug        | JAXMED_DEBUG        | 1/0 (as above)                      | 0       |
@@ -14,6 +15,11 @@ value could be reused under another. Here the value is fixed when first read (`i
 that), and `override` - for tests - clears JAX's caches on entry and exit. An empty variable counts
 as unset; a value not in the table raises ValueError at that first read, so at `import jaxmed`. The distributed launch variables (JAXMED_COORDINATOR, ...) stay in runtime/distributed.py:
 they describe the launch, not how jaxmed computes.
+
+JAXMED_BFLOAT16 decides what `model.dtype='auto'` becomes on a CPU and whether bfloat16 dense
+convolutions run as float32-accumulating matrix products (ops/gemm_conv.py, ops/winograd.py):
+auto follows the measured probe (runtime/matrix_units.py: an AMX unit whose bfloat16 product is
+>= 2x float32), on forces both (to test them on any CPU), off never picks bfloat16 for 'auto'.
 """
 
 import contextlib
@@ -23,18 +29,21 @@ import threading
 from typing import Mapping
 
 CONV_IMPLS = ("auto", "lax", "fast")
+BFLOAT16 = ("auto", "on", "off")
 ALLOCATORS = ("auto", "mimalloc", "glibc", "system")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 # field -> environment variable; the variable is what a user sets, so errors name it.
-VARIABLES = {"conv_impl": "JAXMED_CONV_IMPL", "xla_defaults": "JAXMED_XLA_DEFAULTS",
+VARIABLES = {"conv_impl": "JAXMED_CONV_IMPL", "bfloat16": "JAXMED_BFLOAT16",
+             "xla_defaults": "JAXMED_XLA_DEFAULTS",
              "allocator": "JAXMED_ALLOCATOR", "debug": "JAXMED_DEBUG", "cache_dir": "JAXMED_CACHE"}
-_CHOICES = {"conv_impl": CONV_IMPLS, "allocator": ALLOCATORS}
+_CHOICES = {"conv_impl": CONV_IMPLS, "bfloat16": BFLOAT16, "allocator": ALLOCATORS}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
   conv_impl: str = "auto"     # conv2d/max_pool kernels: auto (CPU fast paths on CPU), lax, fast
+  bfloat16: str = "auto"      # model.dtype='auto' and bfloat16 GEMM convs: auto (probe), on, off
   xla_defaults: bool = True   # add jaxmed's CPU XLA flag to XLA_FLAGS at import
   allocator: str = "auto"     # host malloc the command line entry points restart with
   debug: bool = False         # extra checks and messages, for code that wants them
@@ -79,7 +88,7 @@ def _flag(environ: Mapping[str, str], field: str, default: bool) -> bool:
 
 def from_environ(environ: Mapping[str, str]) -> Settings:
   """Parses and checks the switches in `environ`, uncached; cache_dir stays None (see current)."""
-  return Settings(conv_impl=choice(environ, "conv_impl"),
+  return Settings(conv_impl=choice(environ, "conv_impl"), bfloat16=choice(environ, "bfloat16"),
                   xla_defaults=_flag(environ, "xla_defaults", True),
                   allocator=choice(environ, "allocator"), debug=_flag(environ, "debug", False))
 

@@ -16,8 +16,11 @@ def test_defaults():
 
 def test_parsing():
   s = settings.from_environ({"JAXMED_CONV_IMPL": " LAX ", "JAXMED_XLA_DEFAULTS": "0",
-                             "JAXMED_ALLOCATOR": "glibc", "JAXMED_DEBUG": "yes"})
-  assert (s.conv_impl, s.xla_defaults, s.allocator, s.debug) == ("lax", False, "glibc", True)
+                             "JAXMED_ALLOCATOR": "glibc", "JAXMED_DEBUG": "yes",
+                             "JAXMED_BFLOAT16": "On"})
+  assert (s.conv_impl, s.xla_defaults, s.allocator, s.debug, s.bfloat16) == \
+      ("lax", False, "glibc", True, "on")
+  assert settings.from_environ({}).bfloat16 == "auto"
   assert settings.from_environ({"JAXMED_DEBUG": "off", "JAXMED_XLA_DEFAULTS": "true"}).debug is False
   # An empty variable counts as unset.
   assert settings.from_environ({"JAXMED_CONV_IMPL": "", "JAXMED_XLA_DEFAULTS": ""}) == \
@@ -29,6 +32,7 @@ def test_parsing():
     ({"JAXMED_ALLOCATOR": "tcmalloc"}, "JAXMED_ALLOCATOR='tcmalloc'.*auto, mimalloc, glibc, system"),
     ({"JAXMED_DEBUG": "maybe"}, "JAXMED_DEBUG='maybe': expected one of 1, true"),
     ({"JAXMED_XLA_DEFAULTS": "2"}, "JAXMED_XLA_DEFAULTS='2'"),
+    ({"JAXMED_BFLOAT16": "always"}, "JAXMED_BFLOAT16='always': expected one of auto, on, off"),
 ])
 def test_unknown_values_name_the_variable_and_the_choices(environ, message):
   with pytest.raises(ValueError, match=message):
@@ -81,7 +85,8 @@ def test_override_checks_values_and_fields():
 
 def test_record_is_json_and_in_machine():
   record = settings.current().as_record()
-  assert set(record) == {"conv_impl", "xla_defaults", "allocator", "debug", "cache_dir"}
+  assert set(record) == {"conv_impl", "bfloat16", "xla_defaults", "allocator", "debug",
+                         "cache_dir"}
   assert json.loads(json.dumps(record)) == record
   with settings.override(conv_impl="lax"):
     machine = run_info.machine()
