@@ -49,7 +49,10 @@ def get_config():
   # 'torch' ImageNet mean/std, 'caffe' BGR mean-subtracted, 'unit' [0, 1], 'raw' [0, 255]. Set it
   # for a file trained another way (RadImageNet: see the README).
   c.model.preprocessing = ml_collections.FieldReference(None, field_type=str)
-  c.model.dtype = "float32"  # 'bfloat16': bf16 compute, float32 parameters and optimizer state
+  # Compute dtype; parameters, optimizer state and BatchNorm statistics stay float32. 'auto':
+  # bfloat16 on a CPU whose matrix unit (AMX) makes bfloat16 products pay (probed once and cached;
+  # summary.json `precision` says what was chosen and why), float32 elsewhere.
+  c.model.dtype = "auto"
   c.model.head = ml_collections.ConfigDict(dict(pooling="avg", hidden=(128,), dropout=0.2))
 
   c.train = ml_collections.ConfigDict()

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import jaxmed  # noqa: F401  (XLA flags before JAX initialises)
+# model.dtype='auto' would train in bfloat16 on a CPU with AMX and float32 elsewhere: the suite's
+# figures must not depend on the machine it runs on, so it runs float32 and the bfloat16 paths are
+# tested by switching them on explicitly (tests/ops/test_bfloat16_gemm.py). Before `import jaxmed`:
+# settings are read once.
+os.environ.setdefault("JAXMED_BFLOAT16", "off")
+import jaxmed  # noqa: E402,F401  (XLA flags before JAX initialises)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

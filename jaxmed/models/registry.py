@@ -32,13 +32,25 @@ def build_backbone(name: str, alpha: float = 1.0, dtype=jnp.float32, include_top
 def create_model(model_config, num_classes: int) -> Classifier:
   """Builds the classifier described by a config's `model` section."""
   arch = get_architecture(model_config.arch)
-  dtype = jnp.bfloat16 if model_config.get("dtype", "float32") == "bfloat16" else jnp.float32
+  dtype = jnp.bfloat16 if compute_dtype(model_config)["dtype"] == "bfloat16" else jnp.float32
   head = model_config.head
   return Classifier(
       backbone=build_backbone(model_config.arch, model_config.get("alpha", 1.0), dtype),
       head=Head(num_classes, head.pooling, tuple(head.hidden), head.dropout),
       preprocessing=preprocessing_of(model_config),
       num_stages=arch.num_stages)
+
+
+def compute_dtype(model_config) -> dict:
+  """`model.dtype` resolved for this process's backend ('auto': bfloat16 on a CPU whose matrix
+  unit makes it pay, else float32): {'setting', 'dtype', 'reason', 'probe'}, kept in summary.json.
+  Parameters, optimizer state and BatchNorm statistics stay float32 in either case."""
+  import jax
+  from jaxmed.runtime import matrix_units
+  choice = matrix_units.choose_dtype(model_config.get("dtype", "float32"), jax.default_backend())
+  if choice["dtype"] == "bfloat16" and jax.default_backend() == "cpu":
+    matrix_units.bfloat16_gemm_pays()  # probed now, not while conv2d is being traced
+  return choice
 
 
 def preprocessing_of(model_config) -> str:

@@ -126,7 +126,8 @@ def choose_dtype(setting: str, backend: str) -> dict:
     return {"setting": setting, "dtype": setting, "reason": "set in the config", "probe": None}
   if backend != "cpu":
     return {"setting": "auto", "dtype": "float32", "probe": None,
-            "reason": f"{backend} backend: 'auto' chooses only on a CPU (set model.dtype='bfloat16')"}
+            "reason": f"{backend} backend: 'auto' chooses only on a CPU "
+                      "(set model.dtype='bfloat16')"}
   from jaxmed.runtime import settings
   mode = settings.current().bfloat16
   cpu = cpu_description()

@@ -164,7 +164,7 @@ RULES = [
     Rule("data.group_by", _choice(("copies",), "must be None or 'copies'", off=OFF)),
     Rule("data.synthetic", _flag),
     Rule("model.arch", _choice(_architectures), True),
-    Rule("model.dtype", _choice(("float32", "bfloat16"))),
+    Rule("model.dtype", _choice(("auto", "float32", "bfloat16"))),
     Rule("model.alpha", _number(0, lo_open=True)),
     Rule("model.weights", _weights),
     # None: the architecture's own; set it for a weight file trained with another normalisation

@@ -14,7 +14,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from jaxmed.data.load import list_data, load_data
 from jaxmed.evaluation import summary
 from jaxmed.models import create_model
-from jaxmed.models.registry import get_architecture
+from jaxmed.models.registry import compute_dtype, get_architecture
 from jaxmed.runtime import distributed
 from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.distributed import say
@@ -132,6 +132,9 @@ def prepare_job(config) -> Job:
   timings["data_s"] = time.perf_counter() - t0
 
   model = create_model(config.model, len(classes))
+  if config.model.get("dtype", "float32") == "auto":
+    precision = compute_dtype(config.model)
+    say(f"compute dtype: {precision['dtype']} (auto: {precision['reason']})")
   params, batch_stats = distributed.put(init_variables(model, config, config.data.image_size),
                                         replicated)
   train_counts = np.bincount(train_split.labels, minlength=len(classes))

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jaxmed.evaluation import metrics
+from jaxmed.models.registry import compute_dtype
 from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
 from jaxmed.runtime.cli import UserError
@@ -179,6 +180,7 @@ def evaluate_and_summarize(job, ckpt, params, batch_stats) -> tuple[dict, dict]:
       "classes": job.classes, **results, "data": job.data_record,
       "final_params_sha256": final_sha, "evaluated": config.train.evaluate,
       "best": {"metric": ckpt.metric, "value": ckpt.best_value},
+      "precision": compute_dtype(config.model),
       "steps_per_dispatch": {"setting": str(config.train.get("steps_per_dispatch", "auto")),
                              "value": steps_per_dispatch(job)},
       "timings": job.timings, "versions": run_info.versions(), "machine": run_info.machine(),

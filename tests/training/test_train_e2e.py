@@ -40,6 +40,11 @@ def test_outputs_and_summary_fields(two_runs):
     assert summary["timings"][key] >= 0.0
   for key in ("python", "jax", "flax", "optax", "numpy"):
     assert summary["versions"][key]
+  # model.dtype='auto' resolved, with the reason (the suite runs JAXMED_BFLOAT16=off: conftest)
+  precision = summary["precision"]
+  assert {k: precision[k] for k in ("setting", "dtype", "reason")} == {
+      "setting": "auto", "dtype": "float32", "reason": "JAXMED_BFLOAT16=off"}
+  assert set(precision["probe"]) == {"model", "matrix_flags"}
   assert len(summary["data"]["skipped_files"]) == 1 and "broken.jpg" in summary["data"]["skipped_files"][0]
   # validation carved from train, stratified: 15 % of 12/12/8 -> 2/2/1
   assert summary["data"]["counts"]["val"] == [2, 2, 1]
