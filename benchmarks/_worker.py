@@ -64,6 +64,8 @@ class JaxmedStep:
         arch=arch, alpha=1.0, weights=None, dtype=dtype,
         head=dict(pooling="avg", hidden=(), dropout=0.0)))  # GAP + Dense(4), as the Keras model
     model = create_model(model_config, NUM_CLASSES)
+    from jaxmed.models.registry import compute_dtype
+    self.precision = compute_dtype(model_config)  # 'auto' resolved: what the row measured
     dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
     variables = jax.jit(lambda key: model.init(key, dummy, train=False))(jax.random.PRNGKey(0))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
@@ -99,7 +101,8 @@ class JaxmedStep:
     self.info = {"jax": jax.__version__, "device": str(jax.devices()[0]),
                  "xla_flags": os.environ.get("XLA_FLAGS", ""),
                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-                 "allocator": jaxmed_platform().loaded_allocator()}
+                 "allocator": jaxmed_platform().loaded_allocator(),
+                 "dtype": self.precision["dtype"], "dtype_reason": self.precision["reason"]}
 
   def run(self, steps: int):
     for _ in range(steps):
@@ -144,7 +147,8 @@ class KerasStep:
     self.info = {"keras": keras.__version__, "backend": keras.backend.backend(),
                  "jit_compile": bool(self.model.jit_compile),
                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "policy": policy,
-                 "allocator": jaxmed_platform().loaded_allocator()}
+                 "allocator": jaxmed_platform().loaded_allocator(),
+                 "dtype": self.precision["dtype"], "dtype_reason": self.precision["reason"]}
     if keras.backend.backend() == "tensorflow":
       import tensorflow as tf
       self.info["tensorflow"] = tf.__version__
@@ -183,7 +187,7 @@ def main():
   t_start = time.perf_counter()
   if args.framework in ("jaxmed", "jaxmed-bf16"):
     runner = JaxmedStep(args.model, args.size, args.phase, args.batch,
-                        "bfloat16" if args.framework == "jaxmed-bf16" else "float32")
+                        "bfloat16" if args.framework == "jaxmed-bf16" else "auto")
   else:
     runner = KerasStep(args.model, args.size, args.phase, args.batch,
                        "mixed_bfloat16" if args.framework.endswith("-bf16") else "float32")

@@ -44,6 +44,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
 FRAMEWORKS = ["jaxmed", "keras-tensorflow", "keras-jax"]
+# jaxmed runs with `model.dtype='auto'`, the default a user gets (bfloat16 where the CPU's matrix
+# unit pays, float32 elsewhere; each record's info says which and why).
 # Opt in via --frameworks. jaxmed-bf16: the same step with `model.dtype=bfloat16` (float32
 # params). jaxmed's command line picks its host allocator (jaxmed/runtime/platform.py: mimalloc when
 # installed, else glibc's huge-page tunable); these show what that choice gives each side:
@@ -159,8 +161,9 @@ def bench_config(model, size, phase, frameworks, args, log, peak_gflops):
       print(f" FAILED: {e}")
       continue
     s = workers[fw].setup
+    dtype = f", {s['info']['dtype']}" if "dtype" in s["info"] else ""  # jaxmed's resolved dtype
     print(f" {time.perf_counter() - t0:.0f}s (compile {s['compile_s']:.1f}s, "
-          f"step {s['warm_step_s']:.2f}s)")
+          f"step {s['warm_step_s']:.2f}s{dtype})")
   if not workers:
     return records
   # Steps per window: ~args.window_s of work, from the slowest warm-up step, same for all.
