@@ -6,10 +6,13 @@ jax's bfloat16 `x @ y` with float32 accumulation at 5.4x float32, `lax.conv_gene
 bfloat16 at 0.8x). So for bfloat16 models on such a CPU every dense convolution that is neither a
 1x1 (ops/pointwise.py) nor a wide 3x3 stride-1 (ops/winograd.py) runs here as im2col: the kh*kw
 shifted windows of the padded input side by side on the channel axis, (N, Ho, Wo, kh*kw*C), times
-the kernel as a (kh*kw*C, K) matrix. Its gradients are two more products with the same patches:
-dk = patches^T g, and dpatches = g k^T, folded back onto the input (each tap's slice placed with
-lax.pad's interior padding at its stride and summed). All three accumulate in float32 and round
-once, so the result is at least as exact as lax's bfloat16 convolution.
+the kernel as a (kh*kw*C, K) matrix. Its gradients are two more products: dk = patches^T g, and
+dx, at stride 1 the same im2col product on g with the kernel turned 180 degrees, else g k^T per
+tap folded back onto the input (each tap's slice placed with lax.pad's interior padding at its
+stride, summed). All accumulate in float32 and round once, so the result is at least as exact as
+lax's bfloat16 convolution. In float32 this form loses to XLA's own convolutions on a CPU
+without a matrix unit (AMD EPYC, jax 0.10.2, batch 32 forward+backward: 0.3-0.6x lax on
+DenseNet121's and ResNet50V2's 3x3 shapes), so float32 never takes it.
 
 The patches cost kh*kw times the input's memory (ResNet50V2 at 224 px, batch 32: about 120 MB for
 its largest layer); the choice of when this runs is conv2d's (ops/conv.py).
@@ -56,11 +59,18 @@ def kernel_gradient(x, g, kernel_hw, stride: int, pads, dtype):
 
 
 def input_gradient(g, kernel, in_shape, stride: int, pads):
-  """dL/dx: g k^T per tap (one product for all taps), each tap's (N, Ho, Wo, C) slice put back at
-  the input positions it read (offset a, b; every stride-th pixel), summed in float32."""
+  """dL/dx. At stride 1, the convolution of g with the kernel turned 180 degrees and its in/out
+  channels swapped, padded k - 1 - p: one product over g's patches (K channels per tap, in g's
+  dtype). Otherwise g k^T per tap (one product for all taps), each tap's (N, Ho, Wo, C) slice put
+  back at the input positions it read (offset a, b; every stride-th pixel), summed in float32."""
   kh, kw, c, k = kernel.shape
   n, h, w, _ = in_shape
   (pt, pb), (pl, pr) = pads
+  if stride == 1 and max(pt, pb) <= kh - 1 and max(pl, pr) <= kw - 1:
+    turned = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).reshape(kh * kw * k, c)
+    full = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+    return lax.dot_general(patches(g.astype(kernel.dtype), (kh, kw), 1, full), turned,
+                           (((3,), (0,)), ((), ())), preferred_element_type=F32)
   hp, wp = h + pt + pb, w + pl + pr
   ho, wo = g.shape[1:3]
   taps = lax.dot_general(g, kernel.reshape(kh * kw * c, k), (((3,), (1,)), ((), ())),
