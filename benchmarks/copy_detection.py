@@ -1,7 +1,9 @@
 """How well copy clusters (jaxmed/data/copies.py) find augmented copies, and how often they merge
 distinct images, measured on the shared train images.
 
-  python benchmarks/copy_detection.py [--json FILE] [--originals 200] [--copies 5]
+  python benchmarks/copy_detection.py [--json FILE] [--originals 200] [--copies 5] [--quick]
+
+`--quick` (about 12 minutes on 2 cores): strength 1 only, no per-kind runs, no 5k/20k timing.
 
 1. Built copies: `--originals` images of each shared train split get `--copies` augmented copies
    each (benchmarks/copy_maker.py: one of the 8 rotations/flips plus a random subset of shift,
@@ -11,7 +13,10 @@ distinct images, measured on the shared train images.
    (original, copy) and (copy, copy) pairs in one cluster, precision the share of pairs in one
    cluster among the originals' images that come from one original.
 2. Distinct images: the share of each real train split's images that land in a cluster, and for
-   the chest X-rays (whose names carry a patient id) the share in a cluster spanning two patients.
+   the chest X-rays (whose names carry a patient id) the share in a cluster spanning two patients;
+   for both, the share in a cluster spanning two class folders and in a cluster whose weakest pair
+   (complete link, `weakest_links`) does not align as a copy: the proxy for distinct images merged
+   where no ids exist (brain MRI).
 3. Time: find_copies on 5k and 20k thumbnails (the shared images plus rotated copies of them).
 """
 
@@ -45,6 +50,30 @@ def thumb(path) -> np.ndarray:
 def patient(path: str) -> str:
   m = re.search(r"(person\d+)_|IM-(\d+)-", os.path.basename(path))
   return (m.group(1) or m.group(2)) if m else path
+
+
+def weakest_links(found, gray, digests, most=60) -> dict:
+  """Each cluster's weakest pair (complete-link check), by its first member: the lowest aligned
+  correlation (copies.aligned_correlation under the best rotation/flip and shift) over its
+  members' pairs, byte-identical pairs left out, the first `most` members of a larger cluster.
+  A cluster whose weakest pair is below copies.MIN_ALIGNED holds two images that do not align
+  as copies (single linkage chained them through others, or a copy was edited non-linearly):
+  the distinct-merge proxy where no ids exist."""
+  out = {}
+  for c in found.clusters():
+    pairs = [(a, b) for k, a in enumerate(c[:most]) for b in c[k + 1:most]
+             if digests[a] != digests[b]]
+    if not pairs:
+      out[c[0]] = 1.0
+      continue
+    i, j = np.array(pairs).T
+    a, b = gray[i].astype(np.float32), gray[j].astype(np.float32)
+    turned = np.stack([copies.dihedral(a, t) for t in range(8)])
+    scored = [copies.peak_to_sidelobe(np.ascontiguousarray(x), b, shift=True) for x in turned]
+    best, rows = np.argmax([s for s, _ in scored], 0), np.arange(len(i))
+    shift = np.stack([d for _, d in scored])[best, rows]
+    out[c[0]] = float(copies.aligned_correlation(turned[best, rows], b, shift).min())
+  return out
 
 
 def pair_scores(cluster, origin) -> dict:
@@ -84,6 +113,8 @@ def main() -> int:
   parser.add_argument("--json", default=None)
   parser.add_argument("--originals", type=int, default=200)
   parser.add_argument("--copies", type=int, default=5)
+  parser.add_argument("--quick", action="store_true", help="strength 1 only, no per-kind runs "
+                      "and no 5k/20k timing")
   args = parser.parse_args()
   rng = np.random.default_rng(0)
   records = []
@@ -103,25 +134,34 @@ def main() -> int:
     grays = np.stack([thumb(p) for p in paths])
     pools[name] = (paths, grays)
     start = time.perf_counter()
-    found = copies.find_copies(grays, [folder.content_sha256(open(p, "rb").read())
-                                       for p in paths])
+    digests = [folder.content_sha256(open(p, "rb").read()) for p in paths]
+    found = copies.find_copies(grays, digests)
     seconds = time.perf_counter() - start
     clusters = found.clusters()
     record(name, "images_in_clusters", round(sum(map(len, clusters)) / len(paths), 4),
            images=len(paths), clusters=len(clusters), largest=len(clusters[0]) if clusters else 0,
            seconds=round(seconds, 1))
+    weakest = weakest_links(found, grays, digests)
+    weak = [c for c in clusters if weakest[c[0]] < copies.MIN_ALIGNED]
+    record(name, "images_in_clusters_with_a_pair_below_min_aligned",
+           round(sum(map(len, weak)) / len(paths), 4), clusters=len(weak))
+    classes = [c for c in clusters if len({os.path.basename(os.path.dirname(paths[i]))
+                                           for i in c}) > 1]
+    record(name, "images_in_clusters_spanning_classes",
+           round(sum(map(len, classes)) / len(paths), 4), clusters=len(classes))
     if name == "chest_xray":
       spanning = [c for c in clusters if len({patient(paths[i]) for i in c}) > 1]
       record(name, "images_in_clusters_spanning_patients",
              round(sum(map(len, spanning)) / len(paths), 4), clusters=len(spanning))
-    for strength in (1.0, 2.5):
+    for strength in (1.0,) if args.quick else (1.0, 2.5):
       record(name, "built_copies", built_copies(paths, grays, rng, args.originals, args.copies,
                                                  strength), strength=strength, copies=args.copies,
              originals=args.originals, kinds="dihedral + random subset")
-    for kind in copy_maker.KINDS[1:] if name == "chest_xray" else ():  # brain: see its merge rate
+    per_kind = name == "chest_xray" and not args.quick  # brain: see its merge rate
+    for kind in copy_maker.KINDS[1:] if per_kind else ():
       record(name, "built_copies", built_copies(paths, grays, rng, args.originals // 2, 2, 1.0,
                                                  ["dihedral", kind]), strength=1.0, kinds=f"dihedral + {kind}")
-  if len(pools) == 2:
+  if len(pools) == 2 and not args.quick:
     both = np.concatenate([pools["chest_xray"][1], pools["brain_mri"][1]])
     augmented = np.stack([copies.dihedral(g, int(t)) for g, t in
                           zip(both[rng.integers(0, len(both), 20000 - len(both))],

@@ -4,7 +4,7 @@ zoomed, re-encoded, resized, brightened), found so that a split can keep each cl
 Kaggle datasets such as the blood-cell set ship dozens of augmented copies per original; a
 validation split carved at random from such a train split holds copies of training images and
 flatters the model. A plain perceptual hash misses most of them, because most are rotated or
-flipped. Two stages, both on 64x64 grayscale thumbnails that `hashing.probe` keeps:
+flipped. Three stages, all on 64x64 grayscale thumbnails that `hashing.probe` keeps:
 
 1. Candidates: every image's nearest neighbours (`NEIGHBOURS` each) under two global
    descriptors, each compared under the 8 rotations/flips: low DCT frequencies of the central 70 %
@@ -14,13 +14,22 @@ flipped. Two stages, both on 64x64 grayscale thumbnails that `hashing.probe` kee
    low-passed: a copy gives one sharp peak, distinct images of one kind (two chest X-rays, whose
    ribs line up at several shifts) a flat surface; the peak-to-sidelobe ratio at `MIN_PSR`
    separates them. Pairs that nearly pass are scored again under small turns and zooms (which
-   phase correlation does not undo). Verified pairs and byte-identical files are joined into
-   clusters (union-find).
+   phase correlation does not undo).
+3. Pixel check: neighbouring MRI slices of one series, or one slice in two contrasts, also give
+   one sharp peak; registered onto each other (turn, zoom, shift, gain), a copy matches pixel
+   for pixel and they do not: pairs whose aligned correlation is under `MIN_ALIGNED` are
+   dropped. Verified pairs and byte-identical files are joined into clusters (union-find), two
+   clusters only where their first members align too (`_linked`), which shortens chains.
 
-`MIN_PSR`, `RESCUE_PSR` and `NEIGHBOURS` were chosen on copies made from the shared chest X-ray
-and brain MRI train images (benchmarks/copy_detection.py; figures in benchmarks/RESULTS.md, "Copy
-clusters"), where they give pair recall 0.998 and precision 1.000 on chest X-ray copies with
-shifts and zooms up to 4 % and 0.31 % of distinct chest X-rays merged.
+`MIN_PSR`, `RESCUE_PSR`, `NEIGHBOURS` and `MIN_ALIGNED` were chosen on copies made from the
+shared chest X-ray and brain MRI train images (benchmarks/copy_detection.py --quick, 2026-12-02,
+2 shared cores): pair recall 0.998 and precision 1.000 on chest X-ray copies with shifts and zooms
+up to 4 % (brain MRI 0.993 / 0.902, its own copies of a slice counted as errors). Of the real
+splits, 0.96 % of chest X-rays land in a cluster (all byte-identical files; none spans two patient
+ids, 0.31 % before the pixel check) and 66.7 % of brain MRIs (77.4 % before; the Kaggle set holds
+many re-exported and contrast-edited copies of one slice); 14 % of brain MRIs are in a cluster
+whose weakest pair does not align as a copy, by eye a third of those clusters holding
+neighbouring slices.
 """
 
 import dataclasses
@@ -29,6 +38,7 @@ import time
 import numpy as np
 
 from jaxmed.data import hashing
+from jaxmed.data.registration import aligned_correlation
 
 SIDE = hashing.COPY_SIDE
 NEIGHBOURS = 8     # candidates per image and descriptor
@@ -145,15 +155,18 @@ def _sampling(angle_degrees: float, zoom: float):
 _SAMPLINGS = [_sampling(angle, zoom) for angle, zoom in _TURNS]
 
 
-def turned_peak_to_sidelobe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """The best peak_to_sidelobe over small turns and zooms of `a` (_TURNS), and none."""
+def turned_peak_to_sidelobe(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The best peak_to_sidelobe over small turns and zooms of `a` (_TURNS), and none, and `a`
+  under the turn and zoom that gave it."""
   b_spectrum = _spectrum(b)
-  best = peak_to_sidelobe(a, b_spectrum)
+  best, best_a = peak_to_sidelobe(a, b_spectrum), a.copy()
   pixels_first = np.ascontiguousarray(a.reshape(len(a), -1).T)  # gathers whole rows: 3x faster
   for index, weight in _SAMPLINGS:
     turned = sum(pixels_first[index[k]] * weight[k][:, None] for k in range(4)).T.reshape(a.shape)
-    best = np.maximum(best, peak_to_sidelobe(turned, b_spectrum))
-  return best
+    score = peak_to_sidelobe(turned, b_spectrum)
+    better = score > best
+    best, best_a[better] = np.maximum(best, score), turned[better]
+  return best, best_a
 
 
 def _spectrum(x: np.ndarray) -> np.ndarray:
@@ -161,12 +174,13 @@ def _spectrum(x: np.ndarray) -> np.ndarray:
   return np.fft.rfft2(x * _WINDOW)
 
 
-def peak_to_sidelobe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def peak_to_sidelobe(a: np.ndarray, b: np.ndarray, shift: bool = False):
   """Peak-to-sidelobe ratio of the low-passed phase correlation of image pairs (n, SIDE, SIDE)
   x 2: how far the best shift's peak stands above the rest of the surface, in its standard
   deviations. A copy (shifted, re-encoded, brightened) gives one sharp peak; two distinct chest
   X-rays, whose ribs line up at several shifts, give a flat surface or several low peaks.
-  `b` may be given as its `_spectrum` (complex), when it is compared more than once."""
+  `b` may be given as its `_spectrum` (complex), when it is compared more than once. With
+  `shift`, also the peak's (dy, dx) per pair (n, 2): a[p] ~ b[p - shift]."""
   b_spectrum = b if np.iscomplexobj(b) else _spectrum(b)
   cross = _spectrum(a) * np.conj(b_spectrum)
   cross = cross / (np.abs(cross) + 1e-6) * _LOW_PASS
@@ -181,14 +195,28 @@ def peak_to_sidelobe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   rest = surface.shape[1] - window.shape[1]  # sidelobe statistics: the surface less the window
   mean = (surface.sum(1) - peak_values.sum(1)) / rest
   var = ((surface ** 2).sum(1) - (peak_values ** 2).sum(1)) / rest - mean ** 2
-  return (surface[rows, top] - mean) / np.sqrt(np.maximum(var, 1e-24))
+  psr = (surface[rows, top] - mean) / np.sqrt(np.maximum(var, 1e-24))
+  if not shift:
+    return psr
+  return psr, (np.stack([y, x], 1) + SIDE // 2) % SIDE - SIDE // 2
 
 
+# A copy, once aligned, matches its original pixel for pixel; neighbouring MRI slices of one
+# series, or one slice in two contrasts, pass MIN_PSR (one sharp peak) but differ in detail.
+# Each pair that passes is registered (a similarity transform and a gain/offset, Gauss-Newton on
+# 32x32 box-halved thumbnails) and kept only where the aligned images' correlation reaches
+# MIN_ALIGNED. Measured on 2026-12-02 (150 originals x 3 pairs per split, copy_maker strength 1,
+# passing MIN_PSR): original-copy pairs 1st percentile 0.991 (brain MRI), 0.998 (chest X-ray).
+# 40 % of 800 sampled brain pairs that passed MIN_PSR alone fall below 0.99; by eye, those were
+# neighbouring slices, one slice in two contrasts, a tumour that grows from slice to slice, and
+# sharpened or smoothed versions of one slice (a non-linear edit this check counts as distinct).
+MIN_ALIGNED = 0.99
 @dataclasses.dataclass
 class Copies:
   """What `find_copies` found: `cluster` (n,) an id per image (equal ids = one cluster; ids are
-  the smallest member index), `pairs` verified (i, j, peak-to-sidelobe ratio), `stats` (seconds
-  per stage, pair counts)."""
+  the smallest member index), `pairs` verified (i, j, peak-to-sidelobe ratio, aligned
+  correlation; a pair already joined through others is not checked, nor listed), `stats`
+  (seconds per stage, pair counts)."""
   cluster: np.ndarray
   pairs: list
   stats: dict
@@ -245,7 +273,8 @@ def _candidates(gray: np.ndarray, neighbours: int, stats: dict) -> np.ndarray:
 
 
 def find_copies(gray: np.ndarray, digests=None, *, min_psr: float = MIN_PSR,
-                neighbours: int = NEIGHBOURS, chunk: int = 4096) -> Copies:
+                min_aligned: float = MIN_ALIGNED, neighbours: int = NEIGHBOURS,
+                chunk: int = 4096) -> Copies:
   """Copy clusters among images `gray` (n, SIDE, SIDE), uint8 or float; `digests` (sha256 per
   image, None for unknown) joins byte-identical files whatever their pixels say."""
   gray = np.asarray(gray, np.float32)
@@ -265,29 +294,60 @@ def find_copies(gray: np.ndarray, digests=None, *, min_psr: float = MIN_PSR,
       rows = np.flatnonzero(c[:, 2] == t)
       out[rows] = dihedral(gray[c[rows, 0]], t)
     return out
-  pairs, retry = [], []
+
+  pairs, retry, aligned = [], [], [0]
+
+  def confirm(c, a, score, shift):  # the pairs that pass, aligned pixel by pixel; joined
+    keep = np.flatnonzero((score >= min_psr)
+                          & np.array([forest.find(int(i)) != forest.find(int(j)) for i, j, _ in c]))
+    if not len(keep):
+      return
+    if shift is None:
+      shift = peak_to_sidelobe(a[keep], gray[c[keep, 1]], shift=True)[1]
+    else:
+      shift = shift[keep]
+    r = aligned_correlation(a[keep], gray[c[keep, 1]], shift)
+    aligned[0] += len(keep)
+    for (i, j, _), p, q in zip(c[keep], score[keep], r):
+      ri, rj = forest.find(int(i)), forest.find(int(j))
+      if q >= min_aligned and ri != rj and ((ri, rj) == (i, j) or _linked(gray, ri, rj)):
+        pairs.append((int(i), int(j), round(float(p), 1), round(float(q), 4)))
+        forest.join(ri, rj)
+
+  # strongest peaks first: a pair already joined through others needs no pixel check
   for s in range(0, len(cand), chunk):
     c = cand[s:s + chunk]
-    score = peak_to_sidelobe(turned(c), gray[c[:, 1]])
-    pairs += [(int(i), int(j), round(float(p), 1))
-              for (i, j, _), p in zip(c, score) if p >= min_psr]
+    a = turned(c)
+    score, shift = peak_to_sidelobe(a, gray[c[:, 1]], shift=True)
+    order = np.argsort(-score)
+    confirm(c[order], a[order], score[order], shift[order])
     retry.append(c[(score >= RESCUE_PSR) & (score < min_psr)])
-  for i, j, _ in pairs:
-    forest.join(i, j)
   # near misses, unless already joined through other pairs (most, in a heavily copied set)
   retry = np.concatenate(retry) if retry else np.zeros((0, 3), np.int64)
   if len(retry):
     retry = retry[[forest.find(int(i)) != forest.find(int(j)) for i, j, _ in retry]]
   for s in range(0, len(retry), chunk):
     c = retry[s:s + chunk]
-    score = turned_peak_to_sidelobe(turned(c), gray[c[:, 1]])
-    for (i, j, _), p in zip(c, score):
-      if p >= min_psr:
-        pairs.append((int(i), int(j), round(float(p), 1)))
-        forest.join(int(i), int(j))
+    score, a = turned_peak_to_sidelobe(turned(c), gray[c[:, 1]])
+    confirm(c, a, score, None)
   stats.update(verify_s=round(time.perf_counter() - start, 2), candidate_pairs=len(cand),
-               retried_pairs=len(retry), verified_pairs=len(pairs))
+               retried_pairs=len(retry), aligned_pairs=aligned[0], verified_pairs=len(pairs))
   return Copies(forest.roots(), pairs, stats)
+
+
+# Single linkage chains neighbouring slices (each pair near-identical) across a whole series:
+# two clusters join only if their first members also align as copies, at a looser bar than
+# MIN_ALIGNED since both may be augmented (built strength-1 brain MRI copies, 2026-12-02: 98 % of
+# copy-copy pairs at 0.99 or more, the rest mostly pairs whose rotation/flip no peak found).
+_MIN_LINKED = 0.98
+
+
+def _linked(gray: np.ndarray, i: int, j: int) -> bool:
+  """Whether images i and j align as copies under their best rotation/flip."""
+  a = np.stack([dihedral(gray[i], t) for t in range(8)])
+  score, shift = peak_to_sidelobe(a, np.repeat(gray[j][None], 8, 0), shift=True)
+  t = int(score.argmax())
+  return bool(aligned_correlation(a[t:t + 1], gray[j][None], shift[t:t + 1])[0] >= _MIN_LINKED)
 
 
 def _inverse(t: int) -> int:

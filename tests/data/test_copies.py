@@ -178,3 +178,22 @@ def test_distinct_chest_xrays_of_different_patients_rarely_merge():
   spanning = [c for c in found.clusters() if len({_patient(paths[i].name) for i in c}) > 1]
   share = sum(map(len, spanning)) / len(paths)
   assert share <= 0.01, share
+
+
+def test_neighbouring_mri_slices_stay_apart_while_a_copy_of_one_joins_it():
+  """Two neighbouring slices of one meningioma series (the tumour's outline differs) give one
+  sharp phase-correlation peak, so the peak alone (the rule before MIN_ALIGNED) merged them;
+  aligned pixel by pixel they differ, while rotated/flipped, shifted, zoomed, re-encoded copies
+  of one of them match it."""
+  folder = shared_path("data", "brain_tumor_mri", "Training", "meningioma")
+  slices = [folder / "Tr-me_0706.jpg", folder / "Tr-me_0707.jpg"]
+  gray = [hashing.probe(p).gray for p in slices]
+  rng = np.random.default_rng(0)
+  with Image.open(slices[0]) as im:
+    im.load()
+    made = [hashing.gray_thumbnail(copy_maker.augmented_copy(im, rng)) for _ in range(3)]
+  a, b = np.float32(gray[0])[None], np.float32(gray[1])[None]
+  assert copies.peak_to_sidelobe(a, b)[0] >= copies.MIN_PSR  # what merged them before
+  found = copies.find_copies(np.stack(gray + made))
+  assert found.cluster[0] != found.cluster[1]
+  np.testing.assert_array_equal(found.cluster[[2, 3, 4]], found.cluster[0])
