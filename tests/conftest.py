@@ -37,6 +37,31 @@ def signal_after_first_checkpoint(command: list[str], latest: Path, sig, cwd: Pa
   return proc, out
 
 
+# XLA without its optimisation passes: about half the compile time of a default jit on a CPU, and
+# the same values to float32 rounding. For checks of what a network computes, not how fast.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def jit_unoptimised(fn, *args):
+  """jax.jit(fn) compiled with FAST_COMPILE for arguments shaped like `args`."""
+  import jax
+  return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
+
+
+def drop_top(variables, top=("predictions",)):
+  """Converted variables less the classifier layers named in `top` (Keras' default 'predictions'):
+  what the no-top network takes."""
+  return {kind: {n: v for n, v in tree.items() if n not in top} for kind, tree in variables.items()}
+
+
+def same_tree(a, b) -> bool:
+  """Same structure and bitwise-equal leaves."""
+  import jax
+  import numpy as np
+  return (jax.tree.structure(a) == jax.tree.structure(b)
+          and all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+
+
 def shared_path(*parts) -> Path:
   """A path under ../shared, skipping the test with a reason when it is absent."""
   path = SHARED.joinpath(*parts)

@@ -26,18 +26,43 @@ def keras_module():
   return keras
 
 
+def _host_fill(initializers, found):
+  """`found` as a fill on the host, or None. Keras' zeros, ones and constants go through XLA, one
+  compile per variable shape (a second or more of each build); numpy's arrays need none."""
+  from keras.src.initializers.random_initializers import RandomInitializer
+  if isinstance(found, (RandomInitializer, initializers.Zeros)):
+    value = 0.0
+  elif isinstance(found, initializers.Ones):
+    value = 1.0
+  elif isinstance(found, initializers.Constant) and np.ndim(found.value) == 0:
+    value = float(found.value)
+  else:
+    return None
+
+  class HostFill(initializers.Initializer):
+    def __call__(self, shape, dtype=None):
+      try:
+        return np.full(shape, value, dtype=np.dtype(dtype or "float32"))
+      except TypeError:  # a dtype numpy does not name (bfloat16): Keras' own fill
+        return initializers.Constant(value)(shape, dtype)
+
+    def get_config(self):
+      return {"value": value}
+  return HostFill()
+
+
 @contextlib.contextmanager
 def _zero_random_initializers(keras):
   """Builds with zeros where Keras would draw random kernels: its random initializers compile one
   XLA program per kernel shape (about 35 s of CPU for an EfficientNet-B0), and every reference
-  model here gets its weights from `randomize` or a file anyway."""
+  model here gets its weights from `randomize` or a file anyway. Zeros, ones and constants keep
+  their values, filled on the host."""
   from keras.src import initializers
-  from keras.src.initializers.random_initializers import RandomInitializer
   original = initializers.get
 
   def get(identifier):
     found = original(identifier)
-    return initializers.Zeros() if isinstance(found, RandomInitializer) else found
+    return _host_fill(initializers, found) or found
   initializers.get = get
   try:
     yield
@@ -45,16 +70,24 @@ def _zero_random_initializers(keras):
     initializers.get = original
 
 
-def build(arch: str, alpha: float = 1.0, include_top: bool = False, size=(224, 224)):
-  """keras.applications.<arch>(weights=None) for an input of `size` (height, width), its kernels
-  zero until `randomize` or `load_weights` fills them."""
+def zero_random_initializers():
+  """`build`'s zero kernels for a Keras model built by hand (a test's own top, an application
+  with options `build` does not take); whatever is built inside needs `randomize` or a file."""
+  return _zero_random_initializers(keras_module())
+
+
+def build(arch: str, alpha: float = 1.0, include_top: bool = False, size=(224, 224),
+          classes: int = 1000):
+  """keras.applications.<arch>(weights=None) for an input of `size` (height, width; None for
+  any), with `classes` outputs when `include_top`, its kernels zero until `randomize` or
+  `load_weights` fills them."""
   if arch not in _APPS:
     raise ValueError(f"no Keras reference for {arch!r}; one of {sorted(_APPS)}")
   kwargs = {"alpha": alpha} if arch.startswith("mobilenet") else {}
   keras = keras_module()
   with _zero_random_initializers(keras):
     return getattr(keras.applications, _APPS[arch])(
-        weights=None, include_top=include_top, input_shape=(*size, 3), **kwargs)
+        weights=None, include_top=include_top, input_shape=(*size, 3), classes=classes, **kwargs)
 
 
 def randomize(model, seed: int = 0) -> None:
@@ -81,7 +114,8 @@ def randomize(model, seed: int = 0) -> None:
       if w.name in ("kernel", "depthwise_kernel", "pointwise_kernel") and len(w.shape) >= 2:
         spatial_only = kind == "DepthwiseConv2D" or w.name == "depthwise_kernel"
         fan_in = int(np.prod(w.shape[:-2] if spatial_only else w.shape[:-1]))
-        w.assign(rng.normal(0, np.sqrt(1.0 / fan_in), w.shape).astype(np.float32))
+        # float32 draws: VGG16's 25088x4096 fc1 in float64 and then cast takes seconds
+        w.assign(rng.standard_normal(w.shape, np.float32) * np.float32(np.sqrt(1.0 / fan_in)))
 
 
 def layer_weights(model) -> dict[str, dict[str, np.ndarray]]:

@@ -1,8 +1,9 @@
 """Numerical parity with Keras Applications for MobileNet v1, VGG16 and Xception, and LeNet basics.
 
-Each Keras model is built with `weights=None`, its BatchNorm statistics and biases randomised (fresh
-Keras layers have identity BatchNorms and zero biases, which would hide mapping mistakes), written
-in the legacy HDF5 layout with `save_keras_h5`, read back with `load_keras_h5` and converted.
+Each Keras model is built with `weights=None`, its kernels, BatchNorm statistics and biases
+randomised (fresh Keras layers have identity BatchNorms and zero biases, which would hide mapping
+mistakes), written in the legacy HDF5 layout with `save_keras_h5`, read back with `load_keras_h5`
+and converted.
 """
 
 import os
@@ -18,7 +19,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import drop_top, jit_unoptimised  # noqa: E402
 from jaxmed.models import lenet, mobilenet_v1, vgg, xception  # noqa: E402
+from jaxmed.weights import keras_reference  # noqa: E402
 from jaxmed.weights.keras_h5 import load_keras_h5, save_keras_h5  # noqa: E402
 
 keras = pytest.importorskip("keras")
@@ -41,8 +44,16 @@ MODELS = {
 }
 
 
+def _keras(name, **kwargs):
+  """MODELS[name]'s Keras application with zero kernels: Keras' random initializers compile one
+  XLA program per kernel shape (VGG16's build: ~15 s), for weights `_randomise` draws anyway."""
+  with keras_reference.zero_random_initializers():
+    return MODELS[name][0](weights=None, **kwargs)
+
+
 def _randomise(model, seed):
-  """Random BatchNorm gamma/beta/mean/variance (variance > 0) and biases."""
+  """Random kernels, BatchNorm gamma/beta/mean/variance (variance > 0) and biases."""
+  keras_reference.randomize(model, seed)
   rng = np.random.default_rng(seed)
   draw = {"gamma": lambda n: rng.uniform(0.5, 1.5, n), "beta": lambda n: rng.normal(0, 0.1, n),
           "moving_mean": lambda n: rng.normal(0, 0.1, n),
@@ -73,46 +84,60 @@ def _record(name, diff):
 def pair(request, tmp_path_factory):
   """(name, Keras model with top at 224, its converted variables, jaxmed module spec)."""
   name = request.param
-  keras_app, module, kwargs, feature_layer, _ = MODELS[name]
-  model = keras_app(weights=None, include_top=True, classes=10, input_shape=(224, 224, 3))
+  _, module, kwargs, feature_layer, _ = MODELS[name]
+  model = _keras(name, include_top=True, classes=10, input_shape=(224, 224, 3))
   _randomise(model, seed=len(name))
   layers = _to_h5(model, tmp_path_factory.mktemp(name) / "top.h5")
   both = keras.Model(model.inputs, [model.get_layer(feature_layer).output, model.output])
   return name, both, module.convert_keras(layers), module, kwargs
 
 
-def _jaxmed(module, kwargs, variables, x, include_top):
+def _net(module, kwargs, include_top):
   arch = next(iter(module.ARCHITECTURES.values()))
-  net = arch.build(dtype=jnp.float32, include_top=include_top, num_classes=10,
-                   **{"alpha": 1.0, **kwargs})
-  if not include_top:  # the same weights without the classifier layers
-    top = {"conv_preds", "fc1", "fc2", "predictions"}
-    variables = {kind: {n: v for n, v in tree.items() if n not in top}
-                 for kind, tree in variables.items()}
-  return np.asarray(jax.jit(net.apply)(variables, jnp.asarray(x)))  # one compile beats op-by-op
+  return arch.build(dtype=jnp.float32, include_top=include_top, num_classes=10,
+                    **{"alpha": 1.0, **kwargs})
+
+
+def _without_top(variables):
+  """The same weights without the classifier layers."""
+  return drop_top(variables, top=("conv_preds", "fc1", "fc2", "predictions"))
+
+
+def _jaxmed(module, kwargs, variables, x):
+  """Features of `variables` without their top at the non-square size. Unoptimised XLA (half the
+  compile time, the same values): the 224 checks run jaxmed compiled as training does, this one
+  is about the mapping."""
+  net, variables = _net(module, kwargs, include_top=False), _without_top(variables)
+  return np.asarray(jit_unoptimised(net.apply, variables, x)(variables, x))
+
+
+def _jaxmed_with_top(module, kwargs, variables, x):
+  """(logits, features) in one jit: the shared trunk is compiled once (XLA's CSE)."""
+  top, bare = _net(module, kwargs, include_top=True), _net(module, kwargs, include_top=False)
+  both = jax.jit(lambda v, x: (top.apply(v, x), bare.apply(_without_top(v), x)))
+  return tuple(np.asarray(t) for t in both(variables, jnp.asarray(x)))
 
 
 def test_parity_224_with_top(pair):
   name, both, variables, module, kwargs = pair
   x = _inputs(224, 224)
   features, probs = (np.asarray(t) for t in both.predict(x, verbose=0))
-  logits = _jaxmed(module, kwargs, variables, x, include_top=True)
+  logits, ours = _jaxmed_with_top(module, kwargs, variables, x)
   _record(f"{name} 224 softmax", float(np.abs(np.asarray(jax.nn.softmax(logits)) - probs).max()))
-  ours = _jaxmed(module, kwargs, variables, x, include_top=False)
   assert ours.shape == features.shape
   _record(f"{name} 224 features", float(np.abs(ours - features).max()))
 
 
 def test_parity_non_square_without_top(pair, tmp_path):
   name, _, _, module, kwargs = pair
-  keras_app, _, _, _, (h, w) = MODELS[name]
-  model = keras_app(weights=None, include_top=False, input_shape=(h, w, 3))
+  h, w = MODELS[name][-1]
+  model = _keras(name, include_top=False, input_shape=(h, w, 3))
   _randomise(model, seed=len(name) + 1)
   layers = _to_h5(model, tmp_path / "no_top.h5")  # Xception: fresh auto-generated residual names
   variables = module.convert_keras(layers)
   assert "predictions" not in variables["params"] and "conv_preds" not in variables["params"]
   x = _inputs(h, w, seed=1)
-  ours = _jaxmed(module, kwargs, variables, x, include_top=False)
+  ours = _jaxmed(module, kwargs, variables, x)
   theirs = np.asarray(model.predict(x, verbose=0))
   assert ours.shape == theirs.shape
   _record(f"{name} {h}x{w} features", float(np.abs(ours - theirs).max()))
@@ -122,8 +147,7 @@ def test_parity_non_square_without_top(pair, tmp_path):
 
 @pytest.mark.skipif(not REAL_MOBILENET.exists(), reason=f"{REAL_MOBILENET} not present")
 def test_real_mobilenet_025_weights_match_keras():
-  model = keras.applications.MobileNet(alpha=0.25, weights=None, include_top=False,
-                                       input_shape=(224, 224, 3))
+  model = _keras("mobilenet_025", include_top=False, input_shape=(224, 224, 3))
   model.load_weights(REAL_MOBILENET)
   variables = mobilenet_v1.convert_keras(load_keras_h5(REAL_MOBILENET))
   x = _inputs(224, 224, seed=2)
