@@ -92,31 +92,13 @@ def oof(summary: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
           np.array([r["probs"] for r in rows]))
 
 
-def macro_f1(pred, labels, k) -> float:
-  f1 = []
-  for c in range(k):
-    tp = np.sum((pred == c) & (labels == c))
-    denom = np.sum(pred == c) + np.sum(labels == c)
-    f1.append(2 * tp / denom if denom else 0.0)
-  return float(np.mean(f1))
-
-
 def paired_difference(labels, probs_a, probs_b, rounds=2000, seed=0) -> dict:
   """Accuracy and macro-F1 of b minus a on the same images, with a paired bootstrap 95 %
-  interval (each round resamples the images once, for both)."""
+  interval (jaxmed.evaluation.metrics.paired_bootstrap_ci)."""
+  from jaxmed.evaluation.metrics import paired_bootstrap_ci
   k = probs_a.shape[1]
-  pa, pb = probs_a.argmax(1), probs_b.argmax(1)
-  rng = np.random.default_rng(seed)
-  draws = {"accuracy": [], "macro_f1": []}
-  for _ in range(rounds):
-    i = rng.integers(0, len(labels), len(labels))
-    draws["accuracy"].append(np.mean(pb[i] == labels[i]) - np.mean(pa[i] == labels[i]))
-    draws["macro_f1"].append(macro_f1(pb[i], labels[i], k) - macro_f1(pa[i], labels[i], k))
-  point = {"accuracy": float(np.mean(pb == labels) - np.mean(pa == labels)),
-           "macro_f1": macro_f1(pb, labels, k) - macro_f1(pa, labels, k)}
-  return {m: {"diff": point[m],
-              "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]}
-          for m, d in draws.items()}
+  return {m: paired_bootstrap_ci(labels, probs_a.argmax(1), probs_b.argmax(1), k, m, rounds, seed)
+          for m in ("accuracy", "macro_f1")}
 
 
 def tta_oof(cv_dir: Path, folds: int, tta: int) -> tuple[list[str], np.ndarray, np.ndarray]:
