@@ -161,12 +161,20 @@ def _batched_stat(y_true, y_pred, idx, num_classes, metric) -> np.ndarray:
   return _f1_from_counts(tp, fp, fn).mean(axis=1)
 
 
+def _resamples(size: int, n: int, seed: int):
+  """n bootstrap resamples of `size` example indices, in chunks of rows (B, size) so memory stays
+  bounded (~4M indices at a time) on large evaluation sets."""
+  rng = np.random.default_rng(seed)
+  chunk = max(1, 4_000_000 // size)
+  for start in range(0, n, chunk):
+    yield rng.integers(0, size, size=(min(chunk, n - start), size))
+
+
 def bootstrap_ci(y_true, y_pred, num_classes: int, metric: str = "accuracy", n: int = 1000,
                  seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
   """Percentile bootstrap (1 - alpha) interval for 'accuracy' or 'macro_f1'.
 
-  Resamples examples with replacement n times; resamples are processed in chunks so memory
-  stays bounded (~4M indices at a time) on large evaluation sets.
+  Resamples examples with replacement n times (`_resamples`).
   """
   if metric not in ("accuracy", "macro_f1"):
     raise ValueError(f"metric must be 'accuracy' or 'macro_f1', got {metric!r}")
@@ -176,21 +184,16 @@ def bootstrap_ci(y_true, y_pred, num_classes: int, metric: str = "accuracy", n: 
   y_pred = _as_labels(y_pred, num_classes, "y_pred")
   if y_true.shape != y_pred.shape or y_true.size == 0:
     raise ValueError("y_true and y_pred must be non-empty and the same length")
-  rng = np.random.default_rng(seed)
-  size = y_true.size
-  chunk = max(1, 4_000_000 // size)
-  stats = []
-  for start in range(0, n, chunk):
-    idx = rng.integers(0, size, size=(min(chunk, n - start), size))
-    stats.append(_batched_stat(y_true, y_pred, idx, num_classes, metric))
+  stats = [_batched_stat(y_true, y_pred, idx, num_classes, metric)
+           for idx in _resamples(y_true.size, n, seed)]
   lo, hi = np.quantile(np.concatenate(stats), [alpha / 2, 1 - alpha / 2])
   return float(lo), float(hi)
 
 
 def paired_bootstrap_ci(y_true, pred_a, pred_b, num_classes: int, metric: str = "accuracy",
-                        n: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+                        n: int = 1000, seed: int = 0) -> dict:
   """`metric` of predictions b minus a on the same examples, with a paired percentile bootstrap
-  (1 - alpha) interval: each resample draws the examples once and scores both on them, so what
+  95 % interval: each resample draws the examples once and scores both on them, so what
   the two share (hard images, easy ones) cancels. {'diff': point, 'ci95': [lo, hi]}."""
   if metric not in ("accuracy", "macro_f1"):
     raise ValueError(f"metric must be 'accuracy' or 'macro_f1', got {metric!r}")
@@ -199,18 +202,13 @@ def paired_bootstrap_ci(y_true, pred_a, pred_b, num_classes: int, metric: str = 
   b = _as_labels(pred_b, num_classes, "pred_b")
   if not y_true.shape == a.shape == b.shape or y_true.size == 0:
     raise ValueError("y_true, pred_a and pred_b must be non-empty and the same length")
-  rng = np.random.default_rng(seed)
-  size = y_true.size
-  chunk = max(1, 4_000_000 // size)
-  diffs = []
-  for start in range(0, n, chunk):
-    idx = rng.integers(0, size, size=(min(chunk, n - start), size))
-    diffs.append(_batched_stat(y_true, b, idx, num_classes, metric)
-                 - _batched_stat(y_true, a, idx, num_classes, metric))
-  whole = np.arange(size)[None]
+  diffs = [_batched_stat(y_true, b, idx, num_classes, metric)
+           - _batched_stat(y_true, a, idx, num_classes, metric)
+           for idx in _resamples(y_true.size, n, seed)]
+  whole = np.arange(y_true.size)[None]
   point = (_batched_stat(y_true, b, whole, num_classes, metric)
            - _batched_stat(y_true, a, whole, num_classes, metric))[0]
-  lo, hi = np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2])
+  lo, hi = np.quantile(np.concatenate(diffs), [0.025, 0.975])
   return {"diff": float(point), "ci95": [float(lo), float(hi)]}
 
 
