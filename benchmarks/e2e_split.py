@@ -42,30 +42,47 @@ def stratified_take(labels: list[int], count: int, rng) -> list[int]:
   return sorted(out)
 
 
+def manifest_parts(manifest: Path) -> tuple[list[str], dict, int]:
+  """Classes, {train, val: [(file, label)]} and the row count of a jaxmed manifest (e.g. a
+  cross-validation fold's, W/manifests/fold-K.jsonl): its test and excluded rows are left out."""
+  import json
+  lines = manifest.read_text().splitlines()
+  classes = json.loads(lines[0])["classes"]
+  rows = [json.loads(line) for line in lines[1:] if line.strip()]
+  parts = {s: [(Path(r["file"]), classes.index(r["label"])) for r in rows if r["split"] == s]
+           for s in ("train", "val")}
+  return classes, parts, len(rows)
+
+
 def build_split(data: Path, out: Path, val_fraction: float, seed: int, subset: int | None,
-                val_subset: int | None) -> dict:
-  """Writes out/{train,val}/<class>/ symlinks; returns classes, counts and a digest per split."""
+                val_subset: int | None, manifest: Path | None = None) -> dict:
+  """Writes out/{train,val}/<class>/ symlinks; returns classes, counts and a digest per split.
+  With `manifest`, its train and val rows are the split (`data` is not listed)."""
   import numpy as np
-  classes, files = list_class_files(data)
-  if len(classes) < 2:
-    raise SystemExit(f"error: {data}: expected at least 2 class folders, found {classes}")
   rng = np.random.default_rng(seed)
-  labels = [l for _, l in files]
-  val_idx = []
-  for c in range(len(classes)):  # per class round(n * fraction), as jaxmed.data.split does
-    idx = [i for i, l in enumerate(labels) if l == c]
-    n = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
-    val_idx += rng.permutation(idx)[:n].tolist()
-  val_set = set(val_idx)
-  parts = {"train": [files[i] for i in range(len(files)) if i not in val_set],
-           "val": [files[i] for i in sorted(val_set)]}
+  if manifest is not None:
+    classes, parts, num_files = manifest_parts(manifest)
+  else:
+    classes, files = list_class_files(data)
+    if len(classes) < 2:
+      raise SystemExit(f"error: {data}: expected at least 2 class folders, found {classes}")
+    labels = [l for _, l in files]
+    val_idx = []
+    for c in range(len(classes)):  # per class round(n * fraction), as jaxmed.data.split does
+      idx = [i for i, l in enumerate(labels) if l == c]
+      n = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
+      val_idx += rng.permutation(idx)[:n].tolist()
+    val_set = set(val_idx)
+    parts = {"train": [files[i] for i in range(len(files)) if i not in val_set],
+             "val": [files[i] for i in sorted(val_set)]}
+    num_files = len(files)
   for name, count in (("train", subset), ("val", val_subset)):
     if count:
       keep = stratified_take([l for _, l in parts[name]], count, rng)
       parts[name] = [parts[name][i] for i in keep]
   if out.exists():
     shutil.rmtree(out)
-  info = {"source": str(data), "classes": classes, "counts": {}, "sha256": {}}
+  info = {"source": str(manifest or data), "classes": classes, "counts": {}, "sha256": {}}
   for name, items in parts.items():
     for c in classes:
       (out / name / c).mkdir(parents=True)
@@ -73,7 +90,7 @@ def build_split(data: Path, out: Path, val_fraction: float, seed: int, subset: i
       os.symlink(f.resolve(), out / name / classes[label] / f.name)
     info["counts"][name] = {c: sum(1 for _, l in items if l == i) for i, c in enumerate(classes)}
     info["sha256"][name] = files_digest(f"{classes[l]}/{f.name}" for f, l in items)
-  info["num_source_files"] = len(files)
+  info["num_source_files"] = num_files
   return info
 
 

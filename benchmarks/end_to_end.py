@@ -8,6 +8,7 @@ fed by ImageDataGenerator.flow_from_directory vs Keras 3 fed by a tuned tf.data 
            chest_xray_pneumonia/train) --size 128 --batch 32 --frozen-epochs 2
            --finetune-epochs 3 --target-acc 0.90 --val-fraction 0.15 --seed 0
            --subset N --val-subset N --frameworks jaxmed,keras-flow,keras-tfdata
+           --manifest M (train/val from a jaxmed manifest, e.g. a crossval fold's)
            --workdir DIR (kept; default a new temp dir, kept too) --json FILE
 
 What it measures, per framework: wall seconds per epoch (training + validation, input pipeline
@@ -272,6 +273,8 @@ def parse_args(argv=None):
   p.add_argument("--finetune-epochs", type=int, default=3)
   p.add_argument("--target-acc", type=float, default=0.90)
   p.add_argument("--val-fraction", type=float, default=0.15)
+  p.add_argument("--manifest", type=Path, default=None,
+                 help="take train/val from a jaxmed manifest (e.g. a crossval fold's) instead")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--subset", type=int, default=None, help="stratified subset of N train images")
   p.add_argument("--val-subset", type=int, default=None, help="stratified subset of N val images")
@@ -299,7 +302,8 @@ def main(argv=None):
   (workdir / "logs").mkdir(parents=True, exist_ok=True)
   tree = workdir / "data"
   started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-  split = build_split(args.data, tree, args.val_fraction, args.seed, args.subset, args.val_subset)
+  split = build_split(args.data, tree, args.val_fraction, args.seed, args.subset, args.val_subset,
+                      args.manifest)
   seen_by_jaxmed = jaxmed_view(tree)
   print(f"workdir {workdir}\nsplit of {split['source']} ({split['num_source_files']} images): "
         + "; ".join(f"{s} " + ", ".join(f"{c}={n}" for c, n in cnt.items())
