@@ -7,7 +7,10 @@ dozen images), 176x208 grayscale slices.
 Expected layout: ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg. Slices of one patient are
 near-identical: split by patient with `python -m jaxmed.split ROOT --group-regex ...` when file
 names carry a patient id, else validation is optimistic. Results: none measured (not available on
-the development machine).
+the development machine), so its defaults were not chosen by cross-validation as the chest X-ray
+and brain MRI configs' were (there, no augmentation won; with a few dozen images in a class this
+set may differ): compare both with `python -m jaxmed.crossval` (same seed, so the same folds)
+before trusting either.
 """
 
 from jaxmed.configs import demo

@@ -14,7 +14,9 @@ validation is carved by copy cluster (`data.group_by = "copies"`, jaxmed/data/co
 doctor reports the clusters: `python -m jaxmed.doctor ROOT`); finding them reads TRAIN once more
 and takes 2-3 minutes for 12,500 images on 2 cores (measured: 5,000 in 53 s, 20,000 in 233 s;
 benchmarks/RESULTS.md, "Copy clusters").
-Results with it: none measured (the data is not on the development machine).
+Results with it: none measured (the data is not on the development machine), so its defaults
+were not chosen by cross-validation as the chest X-ray and brain MRI configs' were; its
+augmentation copies what the dataset's own copies hold (any turn, both flips).
 """
 
 from jaxmed.configs import demo
