@@ -2,15 +2,20 @@
 
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash
 while saving leaves the previous checkpoint intact; max_to_keep=1 then drops the older one.
+Orbax is imported when a checkpoint is first read or written (0.2 s of a run's start otherwise).
 """
 
 from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxmed.runtime import distributed
+
+
+def orbax():
+  import orbax.checkpoint as ocp
+  return ocp
 
 
 def _names(path) -> tuple[str, ...]:
@@ -57,9 +62,10 @@ def _fill(like, leaves: dict, where: str):
   return jax.tree_util.tree_map_with_path(take, like)
 
 
-def _options(name: str, read_only: bool) -> ocp.CheckpointManagerOptions:
+def _options(name: str, read_only: bool):
   # With several processes orbax names its barriers after the step directory; `best` and `latest`
   # save the same step at once and, without a prefix each, collide ('Barrier ... already ongoing').
+  ocp = orbax()
   barriers = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
   if read_only:  # evaluate/predict/export: create nothing in a workdir they only read
     return ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
@@ -79,11 +85,24 @@ class Checkpoints:
                read_only: bool = False):
     if mode not in ("max", "min"):
       raise ValueError(f"checkpoint mode must be 'max' or 'min', got {mode!r}")
-    root = Path(workdir).absolute() / "checkpoints"
-    self.latest = ocp.CheckpointManager(root / "latest", options=_options("latest", read_only))
-    self.best = ocp.CheckpointManager(root / "best", options=_options("best", read_only))
+    self.root, self.read_only = Path(workdir).absolute() / "checkpoints", read_only
     self.metric, self.mode = metric, mode
     self.best_value = None
+    self._managers = {}
+
+  def _manager(self, name: str):
+    if name not in self._managers:
+      self._managers[name] = orbax().CheckpointManager(
+          self.root / name, options=_options(name, self.read_only))
+    return self._managers[name]
+
+  @property
+  def latest(self):
+    return self._manager("latest")
+
+  @property
+  def best(self):
+    return self._manager("best")
 
   def is_better(self, value: float) -> bool:
     if self.best_value is None:
@@ -92,6 +111,7 @@ class Checkpoints:
 
   def save_latest(self, step: int, state, meta: dict):
     # best_value rides along so that a run resumed from a mid-epoch checkpoint still knows it.
+    ocp = orbax()
     packed, layout = pack(state)
     meta = {**meta, "best_value": self.best_value, "layout": layout}
     self.latest.save(step, args=ocp.args.Composite(
@@ -102,6 +122,7 @@ class Checkpoints:
     value = metrics.get(self.metric)
     improved = value is not None and self.is_better(value)
     if improved:
+      ocp = orbax()
       self.best_value = value
       packed, layout = pack({"params": state.params, "batch_stats": state.batch_stats})
       self.best.save(step, args=ocp.args.Composite(
@@ -112,23 +133,28 @@ class Checkpoints:
 
   def latest_meta(self) -> dict | None:
     """The newest complete checkpoint's metadata (None when there is none): where to resume."""
+    latest = self.root / "latest"  # complete steps are folders named by their number
+    if not (latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())):
+      return None  # a fresh run: no orbax needed yet
     step = self.latest.latest_step()
     if step is None:
       return None
+    ocp = orbax()
     return self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
   def wait(self):
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    for manager in self._managers.values():
+      manager.wait_until_finished()
 
   def close(self):
-    self.latest.close()
-    self.best.close()
+    for manager in self._managers.values():
+      manager.close()
 
 
-def restore(manager: ocp.CheckpointManager, like) -> tuple[object, dict]:
+def restore(manager, like) -> tuple[object, dict]:
   """Restores (state, meta) of the manager's newest step into the structure of `like`, which may
   also be part of what was saved: {'params', 'batch_stats'} of a full train state."""
+  ocp = orbax()
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
@@ -142,7 +168,8 @@ def restore(manager: ocp.CheckpointManager, like) -> tuple[object, dict]:
   return state, {k: v for k, v in meta.items() if k != "layout"}
 
 
-def read_leaves(manager: ocp.CheckpointManager, step: int, meta: dict) -> dict:
-  """{'/'-joined leaf path: numpy array} of a packed checkpoint."""
+def read_leaves(manager, step: int, meta: dict) -> dict:
+  """{'/'-joined leaf path: numpy array} of a packed checkpoint (an orbax CheckpointManager's)."""
+  ocp = orbax()
   packed = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
   return unpack(packed, meta["layout"])
