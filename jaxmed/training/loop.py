@@ -136,6 +136,7 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
     first = resume["phase_index"] if resume else 0
     for name in to_run[first + 1:]:  # later phases' train steps compile while the first trains
       job.ahead[f"train_{name}"] = compile_ahead(job, name)
+    compile_ahead_lib.Later(checkpoint.orbax)  # imported before the first checkpoint needs it
     with catch_stop_signals() as stop:  # only while training: a stop then saves a checkpoint
       for index, name in enumerate(to_run):
         if resume and index < resume["phase_index"]:
