@@ -62,7 +62,7 @@ def get_config():
   c.train.checkpoint_metric = "val_accuracy"
   c.train.checkpoint_mode = "max"
   c.train.evaluate = "best"  # 'best' (checkpoint by checkpoint_metric) or 'last'
-  c.train.compilation_cache = True  # JAX persistent cache in $JAXMED_CACHE/xla
+  c.train.compilation_cache = True  # compiled programs in $JAXMED_CACHE/programs and /xla
   c.train.checkpoint_every_steps = 50  # besides every epoch: what a preempted run loses at most
   # Train steps per dispatch (Keras' steps_per_execution): a lax.scan over K batches, one host
   # round trip per K steps. Same training for any K. 'auto': 1 on CPU (XLA:CPU runs convolution

@@ -73,16 +73,16 @@ class Later:
 
 
 class Compiling:
-  """`lower()` (returning a jax Lowered) compiled in the background (see Later); calling it, or
-  result(), waits for the compile the first time."""
+  """`build()` (returning a jax Compiled: a compile, or a load from training/program_cache.py)
+  run in the background (see Later); calling it, or result(), waits for it the first time."""
 
-  def __init__(self, name: str, lower, timings: dict):
+  def __init__(self, name: str, build, timings: dict):
     self.name, self.timings, self._compiled = name, timings, None
-    self._later = Later(lambda: self._compile(lower))
+    self._later = Later(lambda: self._compile(build))
 
-  def _compile(self, lower):
+  def _compile(self, build):
     start = time.perf_counter()
-    compiled = lower().compile()
+    compiled = build()
     self.timings["programs"][self.name] = time.perf_counter() - start
     return compiled
 

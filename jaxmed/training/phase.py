@@ -131,11 +131,17 @@ def steps_per_dispatch(job) -> int:
   return max(1, min(steps_per_dispatch_setting(job.config), job.steps_per_epoch))
 
 
-def train_program(feed, job, tx, options: StepOptions, block: int, state):
-  """The phase's train step (one step, or a block of `block`) lowered for `state`."""
-  step = feed.make_train_step(job.model, tx, options, job.class_weights, job.augment, block)
+def train_program(feed, job, name: str, tx, options: StepOptions, block: int, state):
+  """Phase `name`'s train step (one step, or a block of `block`) compiled for `state`, or
+  loaded from the program cache (its key: the job's parts, the phase, the feed's arguments)."""
   example = feed.example_batch() if block == 1 else feed.example_block(block)
-  return step.lower(state, *example, np.float32(1.0))
+  args = (state, *example, np.float32(1.0))
+
+  def make():
+    return feed.make_train_step(job.model, tx, options, job.class_weights, job.augment, block)
+
+  parts = {**job.program_parts, "phase": name, "feed": type(feed).__name__, "block": block}
+  return job.programs.compile(f"train_{name}", make, args, parts)
 
 
 def compile_ahead(job, name: str) -> compile_ahead_lib.Compiling:
@@ -143,13 +149,13 @@ def compile_ahead(job, name: str) -> compile_ahead_lib.Compiling:
   phase starts from the parameters the earlier one leaves, of the same shapes and placement)."""
   options, _, tx, _ = phase_optimizer(job, name)
 
-  def lower():
+  def build():
     shapes = jax.eval_shape(lambda rng: initial_state(job, tx, 0, rng), jax.random.PRNGKey(0))
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=job.replicated,
                                                         weak_type=s.weak_type), shapes)
-    return train_program(job.feed, job, tx, options, steps_per_dispatch(job), state)
+    return train_program(job.feed, job, name, tx, options, steps_per_dispatch(job), state)
 
-  return compile_ahead_lib.Compiling(f"train_{name}", lower, job.timings)
+  return compile_ahead_lib.Compiling(f"train_{name}", build, job.timings)
 
 
 class Phase:
@@ -202,8 +208,10 @@ class Phase:
       t_features = time.perf_counter()
       self.feed = input_path.FeatureFeed(job.feed, job.model, job.params, job.batch_stats)
       t_eval = time.perf_counter()
-      self.eval_step = self.feed.make_eval_step(job.model).lower(
-          job.params, job.batch_stats, *self.feed.example_eval_batch()).compile()
+      eval_args = (job.params, job.batch_stats, *self.feed.example_eval_batch())
+      self.eval_step = job.programs.compile(
+          "eval_features", lambda: self.feed.make_eval_step(job.model), eval_args,
+          {**job.program_parts, "feed": type(self.feed).__name__})
       job.timings["programs"]["eval_features"] = time.perf_counter() - t_eval
       job.timings["features_s"] = time.perf_counter() - t_features
       say(f"phase frozen trains the head on cached backbone features ({self.feed.nbytes / 2**20:.1f}"
@@ -213,8 +221,8 @@ class Phase:
       self.train_step = ahead.result()
       return
     t_compile = time.perf_counter()  # ahead-of-time compile, so compile time is reported apart
-    self.train_step = train_program(self.feed, job, self.tx, self.options, self.block,
-                                    self.state).compile()
+    self.train_step = train_program(self.feed, job, self.name, self.tx, self.options, self.block,
+                                    self.state)
     job.timings["programs"][f"train_{self.name}"] = time.perf_counter() - t_compile
     job.timings["compile_s"] += time.perf_counter() - t_compile
 
