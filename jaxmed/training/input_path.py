@@ -224,10 +224,17 @@ class FeatureFeed:
   make_train_step = staticmethod(steps.make_feature_train_step)
   make_eval_step = staticmethod(steps.make_feature_eval_step)
 
-  def __init__(self, resident: ResidentFeed, model, params, batch_stats):
+  def __init__(self, resident: ResidentFeed, model, params, batch_stats, compile_program=None):
+    """`compile_program(name, make, args)` returns the compiled features program (from the
+    job's program cache); by default it is jitted here."""
     self.resident, self.splits = resident, resident.splits
     self.unreadable = resident.unreadable
-    features_step = steps.make_features_step(model)
+    def make():
+      return steps.make_features_step(model)
+
+    features_step = make() if compile_program is None else compile_program("features", make, (
+        params, batch_stats, resident.images,
+        resident.put_index(np.zeros(resident.eval_batch, np.int32))))
     every = np.arange(len(resident.images), dtype=np.int32)
     rows = predictions.predict_logits(
         lambda p, bs, images, index: distributed.to_host(features_step(p, bs, images,

@@ -206,7 +206,9 @@ class Phase:
         and isinstance(job.feed, input_path.ResidentFeed):
       # The backbone is fixed for the whole phase: run it once per image, train the head.
       t_features = time.perf_counter()
-      self.feed = input_path.FeatureFeed(job.feed, job.model, job.params, job.batch_stats)
+      self.feed = input_path.FeatureFeed(
+          job.feed, job.model, job.params, job.batch_stats,
+          lambda name, make, args: job.programs.compile(name, make, args, job.program_parts))
       t_eval = time.perf_counter()
       eval_args = (job.params, job.batch_stats, *self.feed.example_eval_batch())
       self.eval_step = job.programs.compile(

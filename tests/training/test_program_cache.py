@@ -39,9 +39,9 @@ def test_a_second_run_loads_every_program_and_trains_the_same(tmp_path):
   cache = tmp_path / "cache"
   first = _train(root, tmp_path / "one", cache)
   outcomes = first["timings"]["program_cache"]
-  assert set(outcomes) == {"eval_features", "train_frozen", "eval", "train_finetune"}
+  assert set(outcomes) == {"features", "eval_features", "train_frozen", "eval", "train_finetune"}
   assert set(outcomes.values()) == {"miss"}, outcomes  # and each stored
-  assert len(list((cache / "programs").glob("*.jaxprog"))) == 4
+  assert len(list((cache / "programs").glob("*.jaxprog"))) == 5
   second = _train(root, tmp_path / "two", cache, debug=True)
   assert set(second["timings"]["program_cache"].values()) == {"hit"}
   assert second["final_params_sha256"] == first["final_params_sha256"]
