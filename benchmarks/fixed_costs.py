@@ -1,7 +1,7 @@
 """Where the time of a small training job goes besides the steps: start-up, compiles, the loop's
 host work and the epoch boundaries (issue #17), for three cases in one run.
 
-  python benchmarks/fixed_costs.py [--json FILE] [--cases demo,chest_xray_128,lenet_32]
+  python benchmarks/fixed_costs.py [--json FILE] [--cases demo,chest_xray_128,lenet_32] [--repeats 3]
 
 Cases (each a `python -m jaxmed.train` run with the overrides shown in its record):
   demo            configs/demo.py as shipped (synthetic phantoms, MobileNetV2 64 px, 2+10 epochs)
@@ -27,7 +27,9 @@ Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the re
   ideal_s         sum over phases of steps x pure_step_ms, plus epochs x val_ms (the validation
                   compute); total_s / ideal_s is the loop's fixed-cost factor
   process_s       the warm run's process start to summary.json written (the result)
-Records carry config, metric, value, unit, the machine (CPU model) and versions.
+Every warm figure is the median of --repeats warm runs, each followed by its own pure-step
+measurement (the cold run is one: it needs an empty cache); `values` holds the repeats. Records
+carry config, metric, value, unit, the machine (CPU model) and versions.
 """
 
 import argparse
@@ -183,10 +185,24 @@ def records_for(case: str, config: str, overrides, cold: dict, warm: dict, pure:
            "unit": u} for m, v, u in rows]
 
 
+def median_records(repeats: list[list[dict]]) -> list[dict]:
+  """One record per metric: the median over the repeats (their values kept in `values`)."""
+  merged = {}
+  for records in repeats:
+    for r in records:
+      merged.setdefault(r["metric"], {**r, "values": []})["values"].append(r["value"])
+  for r in merged.values():
+    present = [v for v in r["values"] if v is not None]
+    r["value"] = statistics.median(present) if present else None
+  return list(merged.values())
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--json")
   parser.add_argument("--cases", default="demo,chest_xray_128,lenet_32")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="warm runs (and pure-step measurements) per case; medians reported")
   parser.add_argument("--pure", nargs=argparse.REMAINDER)
   args = parser.parse_args()
   if args.pure:
@@ -206,9 +222,12 @@ def main():
       config, overrides = case_overrides(case, tmp)
       cache = scratch_cache(tmp / f"cache_{case}")
       cold = train_run(config, overrides, tmp / f"{case}_cold", cache)
-      warm = train_run(config, overrides, tmp / f"{case}_warm", cache)
-      pure = pure_steps(config, overrides, cache)
-      records += records_for(case, config, overrides, cold, warm, pure)
+      repeats = []
+      for r in range(args.repeats):  # warm runs and pure steps alternate, as the noise comes
+        warm = train_run(config, overrides, tmp / f"{case}_warm{r}", cache)
+        repeats.append(records_for(case, config, overrides, cold, warm,
+                                   pure_steps(config, overrides, cache)))
+      records += median_records(repeats)
       print(f"{case}: done ({time.time() - t_start:.0f} s so far)", file=sys.stderr)
   import jax
   context = {"machine": cpu_model(), "cores": os.cpu_count(), "backend": jax.default_backend(),
