@@ -8,22 +8,25 @@ tracing, so a hit costs a file read and a load (~0.15 s):
 
 - the program's name and the abstract signature of its arguments (tree structure, shapes,
   dtypes, weak types, shardings);
-- `parts`: everything the traced function closes over, which its caller must name: the whole
-  config, and what comes from the data (class count and weights, steps per epoch, the feed);
+- `parts`: everything the traced function closes over, which its caller must name: the config
+  less HOST_ONLY_FIELDS, and what comes from the data (class count and weights, steps per epoch,
+  the feed);
 - `environment()`: jaxmed's own source (a digest of every .py file of the package), the versions
   of Python, jax, jaxlib, flax, optax, numpy and ml_dtypes, the backend and its devices, the CPU
   model and flags (XLA compiles for the host's instruction set), XLA_FLAGS, jax's configuration
   and jaxmed's runtime settings (kernel choices, the bfloat16 verdict).
 
 A missed input would silently reuse a wrong program, so the cache checks itself where that is
-affordable: with JAXMED_DEBUG=1 (tests/training/test_program_cache.py runs so) a hit is also traced and lowered, and
-the lowered text must hash to what the run that compiled it stored, else AssertionError.
+affordable: with JAXMED_DEBUG=1 (tests/training/test_program_cache.py runs so) a hit is also
+traced and lowered, and the lowered text must hash to what the run that compiled it stored, else
+AssertionError.
 
 Entries live in $JAXMED_CACHE/programs, one file each, written whole (temporary file, then
-rename); beyond MAX_BYTES the least recently used go. An executable is native code and its wrapper a pickle: like JAX's own compilation cache,
-only files this user wrote are loaded (owned by the user, not writable by others); a file that
-fails to load is compiled afresh and replaced. `train.compilation_cache=False` turns both caches
-off; runs of several processes do not use this one.
+rename); beyond MAX_BYTES the least recently used go. An executable is native code and its
+wrapper a pickle: like JAX's own compilation cache, only files this user wrote are loaded (owned
+by the user, not writable by others); a file that fails to load is removed and compiled afresh.
+`train.compilation_cache=False` turns both caches off; runs of several processes do not use
+this one.
 """
 
 import contextlib
@@ -292,7 +295,14 @@ MAX_BYTES = 2 * 2**30  # the programs kept, at most (a MobileNetV2 train step: 2
 
 def _evict(directory: Path, max_bytes: int):
   """Removes the least recently used programs until the folder holds at most `max_bytes`."""
-  entries = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in directory.glob("*.jaxprog"))
+  entries = []
+  for path in directory.glob("*.jaxprog"):
+    try:
+      st = path.stat()
+    except FileNotFoundError:  # another run evicted it meanwhile
+      continue
+    entries.append((st.st_mtime, st.st_size, path))
+  entries.sort()
   total = sum(size for _, size, _ in entries)
   for _, size, path in entries:
     if total <= max_bytes:
