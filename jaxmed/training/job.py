@@ -159,7 +159,8 @@ def prepare_job(config) -> Job:
     from jaxmed.augment import make_augmenter
     augment = make_augmenter(config.augment)
   steps_per_epoch = len(train_split) // batch_size
-  parts = {"config": program_cache.config_part(config), "classes": len(classes), "feed": type(feed).__name__,
+  parts = {"config": program_cache.config_part(config), "classes": len(classes),
+           "feed": type(feed).__name__,
            "class_weights": None if weights is None else np.asarray(weights).tolist(),
            "steps_per_epoch": steps_per_epoch}  # the optimizer's schedule is traced in
   eval_args = (params, batch_stats, *feed.example_eval_batch())
