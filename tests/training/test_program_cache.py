@@ -42,20 +42,17 @@ def test_a_second_run_loads_every_program_and_trains_the_same(tmp_path):
   assert set(outcomes) == {"features", "eval_features", "train_frozen", "eval", "train_finetune"}
   assert set(outcomes.values()) == {"miss"}, outcomes  # and each stored
   assert len(list((cache / "programs").glob("*.jaxprog"))) == 5
-  second = _train(root, tmp_path / "two", cache, debug=True)
+  # Another copy of the data (data.root is host-only): every program loads, each checked against
+  # a fresh lowering (JAXMED_DEBUG=1), and the training is the same.
+  copy = Path(shutil.copytree(root, tmp_path / "copy"))
+  second = _train(copy, tmp_path / "two", cache, debug=True)
   assert set(second["timings"]["program_cache"].values()) == {"hit"}
   assert second["final_params_sha256"] == first["final_params_sha256"]
-  # Host-only fields (another copy of the data, another seed) keep the programs; the seed still
-  # changes the training.
-  copy = Path(shutil.copytree(root, tmp_path / "copy"))
-  third = _train(copy, tmp_path / "three", cache, "--config.seed=3", debug=True)
-  assert set(third["timings"]["program_cache"].values()) == {"hit"}
-  assert third["final_params_sha256"] != first["final_params_sha256"]
 
 
 # In a fresh process, with JAX's persistent cache in its own folder: jaxmed's cache in folder A,
 # then the same program through a cache in folder B (JAX's cache now holds it), then A's entry
-# damaged, then A's entry writable by others.
+# writable by others, then A's entry damaged.
 _SCRIPT = """
 import json, os, sys
 from pathlib import Path
