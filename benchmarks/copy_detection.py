@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import copy_maker  # noqa: E402
-from jaxmed.data import copies, folder, hashing  # noqa: E402
+from jaxmed.data import copies, folder, hashing, registration  # noqa: E402
 
 SHARED = os.environ.get("JAXMED_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 SETS = {"chest_xray": "data/chest_xray_pneumonia/train/*/*.jpeg",
@@ -53,18 +53,19 @@ def patient(path: str) -> str:
 
 
 def weakest_links(found, gray, digests, most=60) -> dict:
-  """Each cluster's weakest pair (complete-link check), by its first member: the lowest aligned
-  correlation (copies.aligned_correlation under the best rotation/flip and shift) over its
-  members' pairs, byte-identical pairs left out, the first `most` members of a larger cluster.
-  A cluster whose weakest pair is below copies.MIN_ALIGNED holds two images that do not align
-  as copies (single linkage chained them through others, or a copy was edited non-linearly):
-  the distinct-merge proxy where no ids exist."""
+  """Each cluster's weakest pair (complete-link check), by its first member: (the lowest aligned
+  correlation, the lowest worst-region correlation; copies.aligned_scores under the best
+  rotation/flip and shift) over its members' pairs, byte-identical pairs left out, the first
+  `most` members of a larger cluster. A cluster with a pair under copies.MIN_ALIGNED or
+  copies.MIN_REGION holds two images that do not match as copies (single linkage chained them
+  through others, or a copy was edited non-linearly): an upper bound on distinct images merged
+  where no ids exist (brain MRI), whose flagged clusters are then looked at by eye."""
   out = {}
   for c in found.clusters():
     pairs = [(a, b) for k, a in enumerate(c[:most]) for b in c[k + 1:most]
              if digests[a] != digests[b]]
     if not pairs:
-      out[c[0]] = 1.0
+      out[c[0]] = (1.0, 1.0)
       continue
     i, j = np.array(pairs).T
     a, b = gray[i].astype(np.float32), gray[j].astype(np.float32)
@@ -72,7 +73,8 @@ def weakest_links(found, gray, digests, most=60) -> dict:
     scored = [copies.peak_to_sidelobe(np.ascontiguousarray(x), b, shift=True) for x in turned]
     best, rows = np.argmax([s for s, _ in scored], 0), np.arange(len(i))
     shift = np.stack([d for _, d in scored])[best, rows]
-    out[c[0]] = float(copies.aligned_correlation(turned[best, rows], b, shift).min())
+    whole, region = registration.aligned_scores(turned[best, rows], b, shift)
+    out[c[0]] = (float(whole.min()), float(region.min()))
   return out
 
 
@@ -142,9 +144,14 @@ def main() -> int:
            images=len(paths), clusters=len(clusters), largest=len(clusters[0]) if clusters else 0,
            seconds=round(seconds, 1))
     weakest = weakest_links(found, grays, digests)
-    weak = [c for c in clusters if weakest[c[0]] < copies.MIN_ALIGNED]
+    weak = [c for c in clusters if weakest[c[0]][0] < copies.MIN_ALIGNED]
     record(name, "images_in_clusters_with_a_pair_below_min_aligned",
            round(sum(map(len, weak)) / len(paths), 4), clusters=len(weak))
+    weak = [c for c in clusters if weakest[c[0]][0] < copies.MIN_ALIGNED
+            or weakest[c[0]][1] < copies.MIN_REGION]
+    record(name, "images_in_clusters_with_a_pair_failing_the_pixel_check",
+           round(sum(map(len, weak)) / len(paths), 4), clusters=len(weak),
+           first_members=[os.path.relpath(paths[c[0]], SHARED) for c in weak])
     classes = [c for c in clusters if len({os.path.basename(os.path.dirname(paths[i]))
                                            for i in c}) > 1]
     record(name, "images_in_clusters_spanning_classes",

@@ -1,7 +1,9 @@
 """Registration of thumbnail pairs: how well image `a`, turned, zoomed, shifted and given a gain
-and offset, matches image `b` pixel for pixel. The copy finder (data/copies.py) uses it as its last
-check: a copy matches its original once aligned; neighbouring MRI slices of one series, or one
-slice in two contrasts, which phase correlation lines up just as well, do not.
+and offset, matches image `b` pixel for pixel, as a whole and in its worst region. The copy finder
+(data/copies.py) uses it as its last check: a copy matches its original once aligned, everywhere;
+neighbouring MRI slices of one series, or one slice in two contrasts, which phase correlation
+lines up just as well, do not (neighbouring slices often match as a whole, at 64 px, and differ
+in one region: a tumour's outline, a ventricle).
 
 Gauss-Newton on a similarity transform and a gain/offset, coarse on box-halved thumbnails and then
 at full size, all pairs at once (numpy, batched over pairs).
@@ -74,6 +76,11 @@ def aligned_correlation(a: np.ndarray, b: np.ndarray, shift: np.ndarray) -> np.n
   """Correlation of image pairs (n, SIDE, SIDE) x 2 once `a` is registered onto `b` by a
   similarity transform (turn, zoom, shift; from `shift` (n, 2), a[p] ~ b[p - shift]) and a
   gain/offset: near 1 for copies, lower for distinct images that phase correlation lines up."""
+  return aligned_scores(a, b, shift)[0]
+
+
+def aligned_scores(a: np.ndarray, b: np.ndarray, shift: np.ndarray):
+  """(correlation as in aligned_correlation, the lowest correlation of one region), each (n,)."""
   a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
   half = lambda x: x.reshape(len(x), SIDE // 2, 2, SIDE // 2, 2).mean(axis=(2, 4), dtype=np.float32)
   p = np.zeros((len(a), 4), np.float32)
@@ -94,4 +101,26 @@ def aligned_correlation(a: np.ndarray, b: np.ndarray, shift: np.ndarray) -> np.n
       hessian = np.einsum("nki,nkj->nij", jac, jac) + 1e-3 * np.eye(4, dtype=np.float32)
       p = p - np.linalg.solve(hessian, np.einsum("nki,nk->ni", jac, residual)[..., None])[..., 0]
   w, m = _warp(ab, p)
-  return _fit(w, t, m)[0]
+  return _fit(w, t, m)[0], worst_region(w, t, m)
+
+
+_REGION = SIDE // 4    # 16x16-pixel regions of the 64 px thumbnail: a 4x4 grid
+_REGION_MIN_SD = 4.0   # grey levels: a region flatter than this (background) is not scored
+
+
+def worst_region(w: np.ndarray, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+  """Per pair, the lowest correlation over the _REGION-square regions of the aligned images w, t
+  (n, SIDE^2) that lie mostly inside mask m and hold structure in both (each with its own
+  gain/offset, so a contrast curve or a vignette is not a difference); 1 where none does."""
+  n, k = len(w), SIDE // _REGION
+  blocks = lambda x: (x.reshape(n, k, _REGION, k, _REGION).transpose(0, 1, 3, 2, 4)
+                      .reshape(n, k * k, _REGION * _REGION).astype(np.float32))
+  mb = blocks(m)
+  count = mb.sum(2)
+  centred = lambda x: (x - (x * mb).sum(2, keepdims=True) / (count[..., None] + 1e-6)) * mb
+  wc, tc = centred(blocks(w)), centred(blocks(t))
+  ww, tt = (wc * wc).sum(2), (tc * tc).sum(2)
+  corr = (wc * tc).sum(2) / np.sqrt(ww * tt + 1e-9)
+  scored = ((count >= 0.8 * _REGION * _REGION)
+            & (np.minimum(ww, tt) > _REGION_MIN_SD ** 2 * np.maximum(count, 1)))
+  return np.where(scored, corr, np.inf).min(1).clip(max=1.0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmed.data import copies, discover, doctor, hashing, manifest
+from jaxmed.data import copies, discover, doctor, hashing, manifest, registration
 from jaxmed.split import main as split_main
 from conftest import shared_path
 
@@ -197,3 +197,43 @@ def test_neighbouring_mri_slices_stay_apart_while_a_copy_of_one_joins_it():
   found = copies.find_copies(np.stack(gray + made))
   assert found.cluster[0] != found.cluster[1]
   np.testing.assert_array_equal(found.cluster[[2, 3, 4]], found.cluster[0])
+
+
+@pytest.mark.parametrize("first, second", [("glioma/Tr-gl_0133.jpg", "glioma/Tr-gl_0134.jpg"),
+                                           ("glioma/Tr-gl_0206.jpg", "glioma/Tr-gl_0207.jpg")])
+def test_neighbouring_slices_that_match_as_a_whole_differ_in_a_region(first, second):
+  """Two neighbouring glioma slices (the tumour's extent differs) that align as a whole above
+  MIN_ALIGNED (the rule before MIN_REGION merged them) fail in one region and stay apart,
+  while rotated/flipped, shifted, zoomed, re-encoded copies of the first join it."""
+  folder = shared_path("data", "brain_tumor_mri", "Training")
+  slices = [folder / first, folder / second]
+  gray = np.stack([np.float32(hashing.probe(p).gray) for p in slices])
+  turned = np.stack([copies.dihedral(gray[:1], t)[0] for t in range(8)])
+  score, shift = copies.peak_to_sidelobe(turned, np.repeat(gray[1:], 8, 0), shift=True)
+  t = int(score.argmax())
+  whole, region = registration.aligned_scores(turned[t:t + 1], gray[1:], shift[t:t + 1])
+  assert score[t] >= copies.MIN_PSR and whole[0] >= copies.MIN_ALIGNED, (score[t], whole)
+  assert region[0] < copies.MIN_REGION, region
+  rng = np.random.default_rng(1)
+  with Image.open(slices[0]) as im:
+    im.load()
+    made = [hashing.gray_thumbnail(copy_maker.augmented_copy(im, rng)) for _ in range(3)]
+  found = copies.find_copies(np.concatenate([gray, np.stack(made)]))
+  assert found.cluster[0] != found.cluster[1]
+  np.testing.assert_array_equal(found.cluster[[2, 3, 4]], found.cluster[0])
+
+
+def test_worst_region_sees_one_changed_region_and_forgives_contrast():
+  """A picture against itself under a gain and offset matches in every region; with one 16x16
+  region mostly replaced by another picture's, that region is the worst while the whole still
+  matches well."""
+  pictures = _smooth_pictures(2, seed=3)
+  a = pictures[:1]
+  b = 0.7 * a + 20
+  changed = a.copy()
+  changed[0, 18:30, 18:30] = pictures[1, 18:30, 18:30]
+  no_shift = np.zeros((1, 2))
+  whole, region = registration.aligned_scores(a, b, no_shift)
+  assert whole[0] > 0.999 and region[0] > 0.999, (whole, region)
+  whole, region = registration.aligned_scores(a, changed, no_shift)
+  assert region[0] < 0.8 < whole[0], (whole, region)
