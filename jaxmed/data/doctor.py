@@ -147,7 +147,9 @@ def _copies(probes, splits_of, labels_of, classes, examples: int = 5) -> dict:
           "examples": [{"files": [probes[i].ref for i in c[:6]], "size": len(c),
                         "splits": [str(splits_of[i]) for i in c[:6]],
                         "labels": [classes[labels_of[i]] for i in c[:6]]} for c in clusters[:examples]],
-          "min_psr": copies.MIN_PSR, "stats": found.stats}
+          "thresholds": {"min_psr": copies.MIN_PSR, "min_aligned": copies.MIN_ALIGNED,
+                         "min_region": copies.MIN_REGION},
+          "stats": found.stats}
 
 
 def _features(probes) -> np.ndarray:
