@@ -32,6 +32,8 @@ def get_config():
   c.data.device_memory_budget_mb = 2048.0
   c.data.stream_threads = 4  # decode threads per process when streaming
   c.data.stream_workers = 0  # > 0: grain worker processes (needs `python -m jaxmed.train`)
+  # Decoded images kept in $JAXMED_CACHE/decoded: a second run on unchanged files skips decoding
+  c.data.decoded_cache = True
 
   # On-device augmentation with Keras ImageDataGenerator's option names (jaxmed/augment), applied
   # per example inside the compiled step. Preview: python -m jaxmed.augment --config ... --out x.png

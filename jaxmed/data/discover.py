@@ -63,7 +63,8 @@ def list_dataset(spec: str, manifest: str | None = None) -> Listing:
 
 def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
                  manifest: str | None = None, dedupe: str | None = None, workers=None,
-                 listing: Listing | None = None, decode: bool = True, group_by: str | None = None):
+                 listing: Listing | None = None, decode: bool = True, group_by: str | None = None,
+                 decoded_cache: bool = False):
   """The trainer's entry point: (classes, {'train', 'val'[, 'test']: Split}, record).
 
   Without a manifest, validation (when the data has none) is carved from train exactly as
@@ -74,7 +75,8 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
   augmented copy of a training image is validated on. `listing` reuses a `list_dataset` result.
   `decode=False` leaves the images undecoded (Split.images is None; the streaming input path):
   files are then only read when hashes are needed, so a file that reads but does not decode
-  stays in its split until it is streamed.
+  stays in its split until it is streamed. `decoded_cache` reuses an earlier run's decoded images
+  of unchanged files (data/decoded_cache.py).
   """
   if dedupe is not None and str(dedupe).lower() in ("", "none"):  # 'None' from the command line
     dedupe = None
@@ -87,7 +89,8 @@ def load_dataset(spec: str, image_size: int, *, seed: int, val_fraction: float,
   splits, skipped, mismatched = {}, [], []
   for name, files in lists.items():
     if decode:
-      splits[name], errors = folder.decode_files(files, image_size, workers, with_hash=hashed)
+      splits[name], errors = folder.decode_files(files, image_size, workers, with_hash=hashed,
+                                                 cache=decoded_cache)
     else:
       splits[name], errors = folder.list_files(files, workers, with_hash=hashed)
     skipped += errors

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from jaxmed.data import archive, layout
+from jaxmed.data import archive, decoded_cache, layout
 # FileList and Split live in files.py, below discovery and decoding alike; they are imported
 # here too because callers know them as folder.FileList and folder.Split.
 from jaxmed.data.files import STANDARD_SPLITS, FileList, Split
@@ -135,9 +135,18 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode_files(files: FileList, image_size: int, workers: int | None = None,
-                 with_hash: bool = False) -> tuple[Split, list[str]]:
+                 with_hash: bool = False, cache: bool = False) -> tuple[Split, list[str]]:
   """Decodes a FileList in parallel. Bad files are skipped and returned as messages, never raised.
-  `with_hash` also fills Split.sha256 from the same read (no second pass over the files)."""
+  `with_hash` also fills Split.sha256 from the same read (no second pass over the files).
+  `cache`: reuse (and keep) the result of an earlier run on the same unchanged files
+  (data/decoded_cache.py); never with `with_hash`, whose point is to read the content."""
+  if cache and not with_hash:
+    hit = decoded_cache.load(files, image_size)
+    if hit is not None:
+      return hit
+    split, errors = decode_files(files, image_size, workers)
+    decoded_cache.store(files, image_size, split, errors)
+    return split, errors
   workers = workers or min(8, (os.cpu_count() or 1) + 2)
   images, labels, paths, digests, errors = [], [], [], [], []
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:

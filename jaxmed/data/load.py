@@ -32,7 +32,8 @@ def load_data(config, listed=None, decode: bool = True) -> tuple[list[str], dict
   `data.root` is a folder (label directories at any depth), an archive, a MedMNIST .npz or
   `tfds:NAME`; `data.manifest` pins files, labels and splits; `data.dedupe='cross_split'` drops
   val/test images whose content also occurs in train; `data.group_by='copies'` carves validation
-  by copy cluster. `listed` is list_data()'s result, when the
+  by copy cluster; `data.decoded_cache` (default on) reuses an earlier run's decoded images of
+  unchanged files. `listed` is list_data()'s result, when the
   caller already has it; with `decode=False` the images stay undecoded (Split.images None), as
   the streamed input path reads them batch by batch while training.
   """
@@ -40,7 +41,8 @@ def load_data(config, listed=None, decode: bool = True) -> tuple[list[str], dict
   spec, listing = listed or list_data(config)
   classes, splits, record = discover.load_dataset(
       spec, data.image_size, seed=config.seed, val_fraction=data.val_fraction,
-      dedupe=data.get("dedupe"), listing=listing, decode=decode, group_by=data.get("group_by"))
+      dedupe=data.get("dedupe"), listing=listing, decode=decode, group_by=data.get("group_by"),
+      decoded_cache=data.get("decoded_cache", True))
   record["synthetic"] = bool(data.get("synthetic", False))
   return classes, splits, record
 

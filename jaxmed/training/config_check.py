@@ -183,6 +183,7 @@ RULES = [
     Rule("train.focal_gamma", _number(0)),
     Rule("train.balanced_sampling", _flag),
     Rule("train.compilation_cache", _flag),
+    Rule("data.decoded_cache", _flag),
     Rule("train.cache_features", _flag),
     Rule("train.steps_per_dispatch", _steps_per_dispatch),  # phase.steps_per_dispatch_setting
 ]

@@ -119,6 +119,7 @@ def signature(args) -> str:
 # compiled programs. What they decide that a program sees (class counts, split sizes, the feed)
 # reaches the key through the job's parts and the argument shapes.
 HOST_ONLY_FIELDS = ("seed", "data.root", "data.manifest", "data.dedupe", "data.group_by",
+                    "data.decoded_cache",
                     "data.synthetic", "data.stream_threads", "data.stream_workers",
                     "train.checkpoint_every_steps", "train.checkpoint_metric",
                     "train.checkpoint_mode", "train.evaluate", "train.compilation_cache",
