@@ -70,12 +70,14 @@ def load(files: FileList, image_size: int) -> tuple[Split, list[str]] | None:
     kept = [int(i) for i in meta["kept"]]
     if images.dtype != np.uint8 or images.shape != (len(kept), image_size, image_size, 3):
       raise ValueError(f"unexpected images {images.dtype} {images.shape}")
-  except (OSError, ValueError, KeyError, TypeError):  # damaged: decode again
+    labels = np.asarray([files.labels[i] for i in kept], np.int32)
+    split = Split(images, labels, [str(files.paths[i]) for i in kept], None)
+    errors = [str(e) for e in meta["errors"]]
+  except (OSError, ValueError, KeyError, TypeError, IndexError):  # damaged: decode again
     shutil.rmtree(entry, ignore_errors=True)
     return None
   os.utime(entry)  # recency, for eviction
-  labels = np.asarray([files.labels[i] for i in kept], np.int32)
-  return Split(images, labels, [str(files.paths[i]) for i in kept], None), list(meta["errors"])
+  return split, errors
 
 
 def store(files: FileList, image_size: int, split: Split, errors: list[str]) -> None:
