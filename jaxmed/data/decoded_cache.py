@@ -26,7 +26,7 @@ import numpy as np
 import PIL
 
 from jaxmed.data.files import FileList, Split
-from jaxmed.runtime.paths import cache_dir
+from jaxmed.runtime.paths import cache_dir, evict_least_recent
 
 MAX_BYTES = 4 * 2**30
 _FORMAT = 1
@@ -109,21 +109,12 @@ def evict(root: Path, max_bytes: int = MAX_BYTES) -> None:
   folders an interrupted run left (older than an hour)."""
   entries, now = [], time.time()
   for entry in root.iterdir():
-    if entry.name.startswith("."):
-      try:
-        if now - entry.stat().st_mtime > 3600:
-          shutil.rmtree(entry, ignore_errors=True)
-      except OSError:
-        pass
+    if not entry.name.startswith("."):
+      entries.append(entry)
       continue
     try:
-      size = sum(f.stat().st_size for f in entry.iterdir())
-      entries.append((entry.stat().st_mtime, size, entry))
+      if now - entry.stat().st_mtime > 3600:
+        shutil.rmtree(entry, ignore_errors=True)
     except OSError:
-      continue  # removed meanwhile by another run's eviction
-  total = sum(size for _, size, _ in entries)
-  for _, size, entry in sorted(entries):
-    if total <= max_bytes:
-      break
-    shutil.rmtree(entry, ignore_errors=True)
-    total -= size
+      pass
+  evict_least_recent(entries, max_bytes)

@@ -45,6 +45,8 @@ from pathlib import Path
 import jax
 import jax.numpy
 
+from jaxmed.runtime import paths
+
 _FORMAT = 1  # bump when the file layout below changes
 _VOLATILE_JAX_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
                          "jax_persistent_cache_min_entry_size_bytes")
@@ -296,20 +298,7 @@ MAX_BYTES = 2 * 2**30  # the programs kept, at most (a MobileNetV2 train step: 2
 
 def _evict(directory: Path, max_bytes: int):
   """Removes the least recently used programs until the folder holds at most `max_bytes`."""
-  entries = []
-  for path in directory.glob("*.jaxprog"):
-    try:
-      st = path.stat()
-    except FileNotFoundError:  # another run evicted it meanwhile
-      continue
-    entries.append((st.st_mtime, st.st_size, path))
-  entries.sort()
-  total = sum(size for _, size, _ in entries)
-  for _, size, path in entries:
-    if total <= max_bytes:
-      break
-    path.unlink(missing_ok=True)
-    total -= size
+  paths.evict_least_recent(directory.glob("*.jaxprog"), max_bytes)
 
 
 def _write_whole(path: Path, payload: bytes):
@@ -347,7 +336,6 @@ def _shapes_from_json(rows: list):
 def for_run(enabled: bool, timings: dict | None = None) -> ProgramCache:
   """The cache a training run uses: $JAXMED_CACHE/programs, or none (see the module docstring)."""
   from jaxmed.runtime import settings
-  from jaxmed.runtime.paths import cache_dir
   use = enabled and jax.process_count() == 1
-  return ProgramCache(cache_dir() / "programs" if use else None, timings,
+  return ProgramCache(paths.cache_dir() / "programs" if use else None, timings,
                       verify=settings.current().debug)
