@@ -204,15 +204,12 @@ def peak_to_sidelobe(a: np.ndarray, b: np.ndarray, shift: bool = False):
   return psr, (np.stack([y, x], 1) + SIDE // 2) % SIDE - SIDE // 2
 
 
-# A copy, once aligned, matches its original pixel for pixel; neighbouring MRI slices of one
-# series, or one slice in two contrasts, pass MIN_PSR (one sharp peak) but differ in detail.
-# Each pair that passes is registered (a similarity transform and a gain/offset, Gauss-Newton on
-# 32x32 box-halved thumbnails) and kept only where the aligned images' correlation reaches
-# MIN_ALIGNED. Measured on 2026-12-02 (150 originals x 3 pairs per split, copy_maker strength 1,
-# passing MIN_PSR): original-copy pairs 1st percentile 0.991 (brain MRI), 0.998 (chest X-ray).
-# 40 % of 800 sampled brain pairs that passed MIN_PSR alone fall below 0.99; by eye, those were
-# neighbouring slices, one slice in two contrasts, a tumour that grows from slice to slice, and
-# sharpened or smoothed versions of one slice (a non-linear edit this check counts as distinct).
+# A copy, once registered (data/registration.py), matches its original pixel for pixel;
+# neighbouring MRI slices, or one slice in two contrasts, pass MIN_PSR but differ in detail.
+# Measured on 2026-12-02 (150 originals x 3 pairs per split, copy_maker strength 1, passing
+# MIN_PSR): original-copy pairs' aligned correlation 1st percentile 0.991 (brain MRI), 0.998
+# (chest X-ray); 40 % of 800 sampled brain pairs that passed MIN_PSR alone fall below 0.99 (by
+# eye: neighbouring slices, two contrasts, sharpened or smoothed versions of one slice).
 MIN_ALIGNED = 0.99
 # Neighbouring slices that match as a whole (0.99 and more at 64 px) still differ in one region:
 # a tumour's outline, a ventricle. So each 16x16 region that holds structure must match too
