@@ -54,7 +54,7 @@ def patient(path: str) -> str:
 
 def weakest_links(found, gray, digests, most=60) -> dict:
   """Each cluster's weakest pair (complete-link check), by its first member: (the lowest aligned
-  correlation, the lowest worst-region correlation; copies.aligned_scores under the best
+  correlation, the lowest worst-region correlation; registration.aligned_scores under the best
   rotation/flip and shift) over its members' pairs, byte-identical pairs left out, the first
   `most` members of a larger cluster. A cluster with a pair under copies.MIN_ALIGNED or
   copies.MIN_REGION holds two images that do not match as copies (single linkage chained them
