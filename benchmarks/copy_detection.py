@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import copy_maker  # noqa: E402
-from jaxmed.data import copies, folder, hashing, registration  # noqa: E402
+from jaxmed.data import copies, folder, hashing  # noqa: E402
 
 SHARED = os.environ.get("JAXMED_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 SETS = {"chest_xray": "data/chest_xray_pneumonia/train/*/*.jpeg",
@@ -54,12 +54,12 @@ def patient(path: str) -> str:
 
 def weakest_links(found, gray, digests, most=60) -> dict:
   """Each cluster's weakest pair (complete-link check), by its first member: (the lowest aligned
-  correlation, the lowest worst-region correlation; registration.aligned_scores under the best
-  rotation/flip and shift) over its members' pairs, byte-identical pairs left out, the first
-  `most` members of a larger cluster. A cluster with a pair under copies.MIN_ALIGNED or
-  copies.MIN_REGION holds two images that do not match as copies (single linkage chained them
-  through others, or a copy was edited non-linearly): an upper bound on distinct images merged
-  where no ids exist (brain MRI), whose flagged clusters are then looked at by eye."""
+  correlation, the lowest worst-region correlation; copies.best_turn_scores) over its members'
+  pairs, byte-identical pairs left out, the first `most` members of a larger cluster. A
+  cluster with a pair under copies.MIN_ALIGNED or copies.MIN_REGION holds two images that do not
+  match as copies (single linkage chained them through others, or a copy was edited
+  non-linearly): an upper bound on distinct images merged where no ids exist (brain MRI), whose
+  flagged clusters are then looked at by eye."""
   out = {}
   for c in found.clusters():
     pairs = [(a, b) for k, a in enumerate(c[:most]) for b in c[k + 1:most]
@@ -68,12 +68,7 @@ def weakest_links(found, gray, digests, most=60) -> dict:
       out[c[0]] = (1.0, 1.0)
       continue
     i, j = np.array(pairs).T
-    a, b = gray[i].astype(np.float32), gray[j].astype(np.float32)
-    turned = np.stack([copies.dihedral(a, t) for t in range(8)])
-    scored = [copies.peak_to_sidelobe(np.ascontiguousarray(x), b, shift=True) for x in turned]
-    best, rows = np.argmax([s for s, _ in scored], 0), np.arange(len(i))
-    shift = np.stack([d for _, d in scored])[best, rows]
-    whole, region = registration.aligned_scores(turned[best, rows], b, shift)
+    whole, region = copies.best_turn_scores(gray[i].astype(np.float32), gray[j].astype(np.float32))
     out[c[0]] = (float(whole.min()), float(region.min()))
   return out
 

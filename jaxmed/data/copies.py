@@ -358,11 +358,19 @@ _MIN_LINKED = 0.98
 
 def _linked(gray: np.ndarray, i: int, j: int) -> bool:
   """Whether images i and j align as copies under their best rotation/flip."""
-  a = np.stack([dihedral(gray[i], t) for t in range(8)])
-  score, shift = peak_to_sidelobe(a, np.repeat(gray[j][None], 8, 0), shift=True)
-  t = int(score.argmax())
-  whole, region = aligned_scores(a[t:t + 1], gray[j][None], shift[t:t + 1])
+  whole, region = best_turn_scores(gray[i:i + 1], gray[j:j + 1])
   return bool(whole[0] >= _MIN_LINKED and region[0] >= MIN_REGION)
+
+
+def best_turn_scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """registration.aligned_scores (whole, worst region) of the pairs a[k], b[k] (n, SIDE, SIDE)
+  under the rotation/flip of a[k] and the shift whose phase correlation peaks highest: for pairs
+  whose turn is not known (a candidate's is, from its descriptor)."""
+  turned = np.stack([np.ascontiguousarray(dihedral(a, t)) for t in range(8)])
+  scored = [peak_to_sidelobe(x, b, shift=True) for x in turned]
+  best, rows = np.argmax([score for score, _ in scored], 0), np.arange(len(a))
+  shift = np.stack([d for _, d in scored])[best, rows]
+  return aligned_scores(turned[best, rows], b, shift)
 
 
 def _inverse(t: int) -> int:
