@@ -47,13 +47,16 @@ def load_data(config, listed=None, decode: bool = True) -> tuple[list[str], dict
   return classes, splits, record
 
 
-def load_split(run, data: str | None = None, split: str = "test") -> folder.Split:
+def load_split(run, data: str | None = None, split: str = "test",
+               decoded_cache: bool = True) -> folder.Split:
   """The images to evaluate, labelled with the run's class indices.
 
   Without `data`: the run's own dataset loaded exactly as training loaded it (same seed, so a
   validation split carved from train is the same). With `data`: that dataset's `split` (or its
   single unsplit pool); its classes are mapped to the run's by name, and a class the model does
-  not know is an error.
+  not know is an error. `decoded_cache` keeps its decoded images for the next call, as training
+  does (labels are taken from the listing, so a run with another class order reads the same
+  entry correctly).
   """
   if data is None:
     _, splits, _ = load_data(run.config)
@@ -74,7 +77,7 @@ def load_split(run, data: str | None = None, split: str = "test") -> folder.Spli
     raise ValueError(f"{data}: no {split!r} split (found {', '.join(found.splits)})")
   index = [run.classes.index(c) for c in found.classes]
   files = folder.FileList(files.paths, [index[label] for label in files.labels])
-  decoded, errors = folder.decode_files(files, run.image_size)
+  decoded, errors = folder.decode_files(files, run.image_size, cache=decoded_cache)
   for message in errors:
     print(f"warning: skipped {message}", file=sys.stderr)
   if not len(decoded):

@@ -135,7 +135,7 @@ def evaluate_workdir(workdir, data: str | None = None, split: str = "test", tta:
   from jaxmed.evaluation.trained_run import load_run
   from jaxmed.runtime.run_info import machine
   run = load_run(workdir, checkpoint)
-  evaluated = load_split(run, data, split)
+  evaluated = load_split(run, data, split, run.config.data.get("decoded_cache", True))
   probs = predict_probs(run.model, run.variables, evaluated.images, 64, tta)
   result = evaluate_split(run, evaluated, tta, probs=probs)
   if calibrate_on_val or target:

@@ -1,13 +1,17 @@
 """Decoded images kept between runs (jaxmed/data/decoded_cache.py): a hit returns exactly what
-decoding returned, without decoding; a changed file, a damaged entry or a manifest run decodes."""
+decoding returned, without decoding; a changed file, a damaged entry or a manifest run decodes;
+evaluating a folder again reads it back, labelled for the run at hand."""
 
 import json
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxmed.data import decoded_cache, folder
+from jaxmed.data.load import load_split
+from conftest import write_label_tree
 
 
 @pytest.fixture
@@ -73,3 +77,19 @@ def test_eviction_keeps_the_most_recently_used(tree):
   left = {e.name for e in root.iterdir()}
   assert decoded_cache.key(tree, 12) not in left
   assert {decoded_cache.key(tree, 8), decoded_cache.key(tree, 16)} <= left
+
+
+def test_evaluating_a_folder_twice_decodes_it_once_with_the_run_classes(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXMED_CACHE", str(tmp_path / "cache"))
+  write_label_tree(tmp_path / "ext", {"test": {"a": 2, "b": 3}})
+  run = types.SimpleNamespace(classes=["a", "b"], image_size=16)
+  first = load_split(run, str(tmp_path / "ext"), "test")
+  _no_decoding(monkeypatch)
+  again = load_split(run, str(tmp_path / "ext"), "test")
+  np.testing.assert_array_equal(again.images, first.images)
+  np.testing.assert_array_equal(again.labels, first.labels)
+  other = types.SimpleNamespace(classes=["b", "c", "a"], image_size=16)  # labels from the run
+  relabelled = load_split(other, str(tmp_path / "ext"), "test")
+  assert relabelled.labels.tolist() == [{0: 2, 1: 0}[int(x)] for x in first.labels]
+  with pytest.raises(AssertionError, match="decoded although cached"):
+    load_split(run, str(tmp_path / "ext"), "test", decoded_cache=False)
