@@ -23,6 +23,11 @@ Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the re
   val_ms          one validation pass alone (the phase's compiled eval program, warm), median of 3
   epoch_boundary_s  per phase: median over the warm run's epochs of end of last step -> start of
                   the next epoch's first step (validation, metrics, checkpoint included)
+  host_ms         per phase: CPU time per step of the thread that runs the loop (its host work:
+                  batch indices, dispatch, reads, progress; waiting is not CPU time), median over
+                  epochs; pure_host_ms the same for the back-to-back calls; host_overhead_ms the
+                  difference, the loop's host work beyond a bare dispatch, which unlike
+                  step_overhead_ms does not move with what else shares the cores
   total_s         the warm run's loop: first step to the last epoch's checkpoint written
   ideal_s         sum over phases of steps x pure_step_ms, plus epochs x val_ms (the validation
                   compute); total_s / ideal_s is the loop's fixed-cost factor
@@ -146,20 +151,21 @@ def measure_pure(config_name: str, overrides: list[str]) -> dict:
     for batch in batches[:3]:  # warm-up
       state, m = phase.train_step(state, *batch, np.float32(1.0))
     jax.block_until_ready(state)
-    times = []
+    times, host = [], []
     for _ in range(3):
-      t = time.perf_counter()
+      t, cpu = time.perf_counter(), time.thread_time()
       for batch in batches:
         state, m = phase.train_step(state, *batch, np.float32(1.0))
       jax.block_until_ready((state, m))
       times.append((time.perf_counter() - t) / len(batches) * 1e3)
+      host.append((time.thread_time() - cpu) / len(batches) * 1e3)
     val = []
     for _ in range(3):
       t = time.perf_counter()
       job.evaluate("val", state.params, state.batch_stats, phase.feed, phase.eval_step)
       val.append((time.perf_counter() - t) * 1e3)
     result[name] = {"pure_step_ms": statistics.median(times), "val_ms": statistics.median(val),
-                    "steps_per_epoch": job.steps_per_epoch}
+                    "pure_host_ms": statistics.median(host), "steps_per_epoch": job.steps_per_epoch}
     job.params, job.batch_stats = state.params, state.batch_stats
   return result
 
@@ -180,6 +186,11 @@ def records_for(case: str, config: str, overrides, cold: dict, warm: dict, pure:
              (f"val_ms[{phase}]", p["val_ms"], "ms")]
     if boundaries:
       rows.append((f"epoch_boundary_s[{phase}]", statistics.median(boundaries), "s"))
+    host = [e["host_cpu_s"] / e["steps"] * 1e3 for e in epochs if "host_cpu_s" in e]
+    if host and "pure_host_ms" in p:  # CPU time of the thread that dispatches: no waits in it
+      rows += [(f"host_ms[{phase}]", statistics.median(host), "ms"),
+               (f"pure_host_ms[{phase}]", p["pure_host_ms"], "ms"),
+               (f"host_overhead_ms[{phase}]", statistics.median(host) - p["pure_host_ms"], "ms")]
     ideal += sum(e["steps"] for e in epochs) * p["pure_step_ms"] / 1e3 + len(epochs) * p["val_ms"] / 1e3
   rows += [("total_s", warm["loop_s"], "s"), ("ideal_s", ideal, "s"),
            ("total_ratio", warm["loop_s"] / ideal, "x"),

@@ -102,7 +102,8 @@ def init_variables(model, config, image_size: int, programs=None):
 
 def prepare_job(config) -> Job:
   # compile_s per program in `programs`; `epochs` gives each epoch's train, validation and
-  # boundary time (end of its last step to the next epoch's first step, validation included).
+  # boundary time (end of its last step to the next epoch's first step, validation included) and
+  # host_cpu_s, the training thread's CPU time during its steps (the loop's own host work).
   timings = {"data_s": 0.0, "compile_s": 0.0, "train_s": 0.0, "evaluate_s": 0.0,
              "programs": {}, "epochs": []}
   t0 = time.perf_counter()

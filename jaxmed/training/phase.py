@@ -261,7 +261,7 @@ class Phase:
   def _train_epoch(self, epoch_in_phase: int):
     job, pos = self.job, self.position
     every = job.config.train.get("checkpoint_every_steps", 0)
-    t_epoch = time.perf_counter()
+    t_epoch, host_epoch = time.perf_counter(), time.thread_time()
     scale = np.float32(self.plateau.scale if self.plateau else 1.0)
     sums, in_flight = self.sums, []  # in_flight: dispatched, not yet read (metrics, steps, first)
     # Read the metrics of all dispatches but the newest, so the device always has work queued;
@@ -299,6 +299,8 @@ class Phase:
     job.last_step_end = time.perf_counter()  # the read above waited for the last step
     train_s = job.last_step_end - t_epoch
     job.timings["train_s"] += train_s
+    if job.timings["epochs"]:  # this thread's CPU time: the loop's host work, waits left out
+      job.timings["epochs"][-1]["host_cpu_s"] = time.thread_time() - host_epoch
     pos.epoch += 1
     self.start_step, self.sums = 0, EpochSums()
     self.progress.newline()

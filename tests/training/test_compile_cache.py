@@ -42,4 +42,5 @@ def test_a_second_run_of_the_same_config_compiles_nothing_new(tmp_path):
   epochs = second["epochs"]
   assert [e["phase"] for e in epochs] == ["frozen", "finetune", "finetune"]
   assert all(e["train_s"] > 0 and e["val_s"] > 0 for e in epochs)
+  assert all(0 < e["host_cpu_s"] <= e["train_s"] + 0.05 for e in epochs)  # one thread's CPU time
   assert all("boundary_s" in e for e in epochs[:-1])
