@@ -18,7 +18,7 @@ from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
 from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.interrupts import catch_stop_signals
-from jaxmed.training import checkpoint
+from jaxmed.training import checkpoint, garbage_collection
 from jaxmed.training import compile_ahead as compile_ahead_lib
 from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
@@ -123,6 +123,7 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
   threading.Thread(target=checkpoint.orbax, name="jaxmed-import-orbax", daemon=True).start()
   job = prepare_job(config)
   with undo_on_failure(workdir, primary), contextlib.ExitStack() as stack:
+    stack.callback(garbage_collection.thaw)  # the phases freeze what survives each epoch's start
     start_workdir(workdir, config, job.classes, start_over)
     ckpt = checkpoint.Checkpoints(workdir, config.train.checkpoint_metric, config.train.checkpoint_mode)
     stack.callback(ckpt.close)

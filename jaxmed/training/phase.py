@@ -13,7 +13,7 @@ import numpy as np
 from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
 from jaxmed.runtime.progress import Progress, format_seconds
-from jaxmed.training import callbacks, checkpoint, input_path, optim
+from jaxmed.training import callbacks, checkpoint, garbage_collection, input_path, optim
 from jaxmed.training import compile_ahead as compile_ahead_lib
 from jaxmed.training.steps import StepOptions, TrainState
 
@@ -261,6 +261,8 @@ class Phase:
   def _train_epoch(self, epoch_in_phase: int):
     job, pos = self.job, self.position
     every = job.config.train.get("checkpoint_every_steps", 0)
+    if "first_step_s" in job.timings:  # the run's first epoch settles after its first step
+      job.timings["gc_s"] = job.timings.get("gc_s", 0.0) + garbage_collection.settle()
     t_epoch, host_epoch = time.perf_counter(), time.thread_time()
     scale = np.float32(self.plateau.scale if self.plateau else 1.0)
     sums, in_flight = self.sums, []  # in_flight: dispatched, not yet read (metrics, steps, first)
@@ -284,6 +286,7 @@ class Phase:
         job.timings["first_step_s"] = run_info.process_age_s()
         job.timings["first_step_unix"] = time.time()
         compile_ahead_lib.start_all()  # the later programs compile while this phase trains
+        job.timings["gc_s"] = garbage_collection.settle()  # no full collection mid-epoch
       if len(in_flight) >= read_after:
         sums = self._read(in_flight[:-1], sums, epoch_in_phase)
         in_flight = in_flight[-1:]
