@@ -34,17 +34,18 @@ def _watch_settle(monkeypatch, fail_at=None):
 
 
 def test_each_epoch_starts_frozen_and_the_run_thaws(config, tmp_path, monkeypatch):
-  assert gc.get_freeze_count() == 0
+  before = gc.get_freeze_count()  # not 0 on Python 3.12, which freezes a few hundred itself
   frozen_counts = _watch_settle(monkeypatch)
   summary = train.train_and_evaluate(config, tmp_path / "run")
-  assert len(frozen_counts) == 3 and all(n > 1000 for n in frozen_counts)  # one per epoch
+  assert len(frozen_counts) == 3 and all(n > before + 1000 for n in frozen_counts)  # per epoch
   assert summary["timings"]["gc_s"] > 0
-  assert gc.get_freeze_count() == 0  # thawed: the run's objects are collectable again
+  assert gc.get_freeze_count() <= before  # thawed: the run's objects are collectable again
 
 
 def test_a_failed_run_thaws_too(config, tmp_path, monkeypatch):
+  before = gc.get_freeze_count()
   frozen_counts = _watch_settle(monkeypatch, fail_at=1)  # the second epoch's start fails
   with pytest.raises(RuntimeError, match="stopped inside the run"):
     train.train_and_evaluate(config, tmp_path / "run")
-  assert len(frozen_counts) == 1 and frozen_counts[0] > 1000
-  assert gc.get_freeze_count() == 0
+  assert len(frozen_counts) == 1 and frozen_counts[0] > before + 1000
+  assert gc.get_freeze_count() <= before
