@@ -18,7 +18,7 @@ Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the re
   compile_s       per program (summary.json timings.programs) of the warm and the cold run
   step_ms         per phase: median over the warm run's epochs of the epoch's train time / steps
   pure_step_ms    per phase: the same compiled one-step program (steps_per_dispatch=1) called back
-                  to back on the epoch's batches (indices already on the device), one sync at the
+                  to back on the epoch's batches (host indices, as the loop passes them), one sync at the
                   end; median of 3 epochs' worth, in a process with the command line's allocator
   val_ms          one validation pass alone (the phase's compiled eval program, warm), median of 3
   epoch_boundary_s  per phase: median over the warm run's epochs of end of last step -> start of

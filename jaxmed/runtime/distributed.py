@@ -76,6 +76,14 @@ def put(tree, sharding):
   return jax.tree.map(lambda x: place(x, sharding), tree)
 
 
+def step_input(tree, sharding):
+  """Host values for a compiled step's call: with one process, as they are (the compiled program
+  places them per its input sharding, in C++: 30 us a call against 110-240 us for a device_put
+  with a NamedSharding first, measured 2026-12-03 on jax 0.10.2 and 0.12.0.1, 1 and 4 CPU
+  devices; the loop does this every step); with several, placed by put()."""
+  return tree if jax.process_count() == 1 else put(tree, sharding)
+
+
 def to_host(x) -> np.ndarray:
   """The whole value of a (possibly multi-process) array as numpy, on every process."""
   if not isinstance(x, jax.Array) or x.is_fully_addressable:

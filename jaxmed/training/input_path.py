@@ -108,21 +108,22 @@ class ResidentFeed:
 
   def step_args(self, host_step) -> tuple:
     """Arguments after `state` of the one-step program."""
-    return self.images, self.labels, self.put_index(host_step)
+    return self.images, self.labels, distributed.step_input(host_step, self.sharded)
 
   def block_args(self, host_steps: list, size: int) -> tuple:
     """Arguments after `state` (and before lr_scale) of a block of `size` steps."""
-    return (self.images, self.labels, *self.put_block(host_steps, size))
+    return (self.images, self.labels, *self.put_block(host_steps, size, distributed.step_input))
 
   def train_batches(self, epoch: int, start_step: int = 0):
     """Arguments after `state` for each step of the epoch from `start_step` on."""
     return (self.step_args(s) for s in self.host_steps(epoch, start_step))
 
-  def put_block(self, host_steps: list, size: int) -> tuple:
-    """(block indices (size, B), active (size,)) on the device in one transfer; rows past the
-    given steps are padding (index 0, inactive)."""
+  def put_block(self, host_steps: list, size: int, place=distributed.put) -> tuple:
+    """(block indices (size, B), active (size,)) on the device in one transfer (or, with
+    place=distributed.step_input, for a call); rows past the given steps are padding (index 0,
+    inactive)."""
     index, active = stack_block(host_steps, size)
-    return tuple(distributed.put((index, active), (self.block_sharded, self.replicated)))
+    return tuple(place((index, active), (self.block_sharded, self.replicated)))
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     """(logits, labels) of a split."""
@@ -163,7 +164,7 @@ class StreamFeed:
 
   def example_block(self, size: int) -> tuple:
     return self.block_args([(self._zeros(self.batch_size), np.zeros(self.batch_size, np.int32))],
-                           size)
+                           size, distributed.put)
 
   def host_steps(self, epoch: int, start_step: int = 0):
     """Each step's decoded (images, labels) for the epoch from `start_step` on."""
@@ -174,14 +175,14 @@ class StreamFeed:
       yield batch["image"], batch["label"]
 
   def step_args(self, host_step) -> tuple:
-    return self._put(host_step[0]), self._put(host_step[1])
+    return distributed.step_input((host_step[0], host_step[1]), (self.sharded, self.sharded))
 
-  def block_args(self, host_steps: list, size: int) -> tuple:
+  def block_args(self, host_steps: list, size: int, place=distributed.step_input) -> tuple:
     """The block's images (size, B, H, W, 3), labels and active flags, in one transfer."""
     images, active = stack_block([s[0] for s in host_steps], size)
     labels, _ = stack_block([s[1] for s in host_steps], size)
-    return tuple(distributed.put((images, labels, active),
-                                 (self.block_sharded, self.block_sharded, self.replicated)))
+    return tuple(place((images, labels, active),
+                       (self.block_sharded, self.block_sharded, self.replicated)))
 
   def train_batches(self, epoch: int, start_step: int = 0):
     return (self.step_args(s) for s in self.host_steps(epoch, start_step))
@@ -258,10 +259,12 @@ class FeatureFeed:
     return self.resident.host_steps(epoch, start_step)
 
   def step_args(self, host_step) -> tuple:
-    return self.features, self.resident.labels, self.resident.put_index(host_step)
+    return (self.features, self.resident.labels,
+            distributed.step_input(host_step, self.resident.sharded))
 
   def block_args(self, host_steps: list, size: int) -> tuple:
-    return (self.features, self.resident.labels, *self.resident.put_block(host_steps, size))
+    return (self.features, self.resident.labels,
+            *self.resident.put_block(host_steps, size, distributed.step_input))
 
   def train_batches(self, epoch: int, start_step: int = 0):
     return (self.step_args(s) for s in self.host_steps(epoch, start_step))
