@@ -236,6 +236,10 @@ class Phase:
                                                jax.tree.leaves(self.labels_tree)) if l == "trainable")
     say(f"phase {self.name}: {self.config.epochs} epochs x {job.steps_per_epoch} steps, batch "
         f"{job.batch_size}, {num_trainable:,} trainable parameters, {jax.device_count()} device(s)")
+    if self.block > 1 and jax.default_backend() == "cpu":  # see AUTO_STEPS_PER_DISPATCH
+      say(f"note: train.steps_per_dispatch={self.block} on a CPU runs each block as a loop, inside "
+          f"which XLA computes convolution gradients 25-140x slower (jax-ml/jax#12868); 'auto' "
+          f"(1 on a CPU) is faster here")
     self.progress = Progress(self.config.epochs * job.steps_per_epoch, job.batch_size,
                              stream=None if distributed.is_primary() else distributed.Discard())
     for epoch_in_phase in range(self.start_epoch, self.config.epochs + 1):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -57,14 +58,16 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_step(data_root, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("k1")
-  _train(data_root, workdir, "--config.train.steps_per_dispatch=1")
+  console = _train(data_root, workdir, "--config.train.steps_per_dispatch=1").stdout
+  (workdir / "console.txt").write_text(console)
   return workdir
 
 
 @pytest.fixture(scope="module")
 def four_steps(data_root, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("k4")
-  _train(data_root, workdir, "--config.train.steps_per_dispatch=4")
+  console = _train(data_root, workdir, "--config.train.steps_per_dispatch=4").stdout
+  (workdir / "console.txt").write_text(console)
   return workdir
 
 
@@ -75,6 +78,13 @@ def test_four_steps_per_dispatch_train_like_one(one_step, four_steps):
   assert one["test"]["accuracy"] == four["test"]["accuracy"]
   steps = [e["steps"] for e in four["timings"]["epochs"]]
   assert steps == [6, 6, 6]  # every epoch trained all its steps
+
+
+def test_several_steps_per_dispatch_on_cpu_say_what_they_cost(one_step, four_steps):
+  # On a CPU (as in CI) K > 1 runs the convolution gradients inside a loop body: the run says so.
+  on_cpu = jax.default_backend() == "cpu"
+  assert ("jax-ml/jax#12868" in (four_steps / "console.txt").read_text()) == on_cpu
+  assert "jax-ml/jax#12868" not in (one_step / "console.txt").read_text()
 
 
 def test_checkpoints_fall_at_the_same_steps(data_root, one_step, four_steps):
