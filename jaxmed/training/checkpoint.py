@@ -5,6 +5,7 @@ while saving leaves the previous checkpoint intact; max_to_keep=1 then drops the
 Orbax is imported when a checkpoint is first read or written (0.2 s of a run's start otherwise).
 """
 
+import logging
 from pathlib import Path
 
 import jax
@@ -62,13 +63,25 @@ def _fill(like, leaves: dict, where: str):
   return jax.tree_util.tree_map_with_path(take, like)
 
 
+class _ReadOnlyNotice(logging.Filter):
+  """Drops orbax's warning 'Given directory is read only' (every read-only manager logs it):
+  evaluate, predict and export read a workdir on purpose, and the line would only alarm."""
+
+  def filter(self, record) -> bool:
+    return not record.getMessage().startswith("Given directory is read only")
+
+
 def _options(name: str, read_only: bool):
   # With several processes orbax names its barriers after the step directory; `best` and `latest`
   # save the same step at once and, without a prefix each, collide ('Barrier ... already ongoing').
   ocp = orbax()
   barriers = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
   if read_only:  # evaluate/predict/export: create nothing in a workdir they only read
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _ReadOnlyNotice) for f in absl_logger.filters):
+      absl_logger.addFilter(_ReadOnlyNotice())
     return ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                        save_interval_steps=0,  # else orbax warns it set it
                                         multiprocessing_options=barriers)
   return ocp.CheckpointManagerOptions(max_to_keep=1, create=True, multiprocessing_options=barriers)
 

@@ -78,3 +78,23 @@ def test_an_unpacked_checkpoint_of_an_earlier_version_still_restores(tmp_path):
   np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), tree["params"]["w"])
   assert meta == {"epoch": 1}
   manager.close()
+
+
+def test_reading_a_workdir_logs_no_orbax_warnings(tmp_path):
+  # evaluate/predict/export open checkpoints read-only; orbax warned twice per manager for that.
+  import logging
+  import jax.numpy as jnp
+  writer = checkpoint.Checkpoints(tmp_path / "run")
+  writer.save_latest(1, {"w": jnp.ones((3,))}, {"epoch": 1})
+  writer.close()
+  seen = []
+  handler = logging.Handler(logging.WARNING)
+  handler.emit = lambda record: seen.append(record.getMessage())
+  logging.getLogger("absl").addHandler(handler)
+  try:
+    reader = checkpoint.Checkpoints(tmp_path / "run", read_only=True)
+    assert reader.latest_meta()["epoch"] == 1 and reader.best.latest_step() is None
+    reader.close()
+  finally:
+    logging.getLogger("absl").removeHandler(handler)
+  assert seen == []
