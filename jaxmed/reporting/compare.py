@@ -1,9 +1,10 @@
-"""Compare finished runs side by side: backbone, input size, parameters, test metrics, speed.
+"""Compare finished runs side by side: backbone, input size, parameters, metrics, speed.
 
 Prints a markdown table and writes it to --out (default comparison.md) with the same rows as
 JSON beside it (comparison.json). Metrics come from each run's summary.json (its test split, or
 val when the run had no test split), or for a cross-validation workdir from its cv_summary.json
-(out-of-fold metrics over every training image, with their 95% bootstrap interval); images/s is the median training throughput over the
+(out-of-fold metrics over every training image, with their 95% bootstrap interval); the column
+"evaluated on" says which, row by row. images/s is the median training throughput over the
 fine-tuning epochs (the frozen phase, without backbone gradients, is faster and not comparable).
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 
 COLUMNS = (("run", "run"), ("backbone", "backbone"), ("input", "input size"),
-           ("parameters", "parameters"), ("accuracy", "test accuracy"), ("macro_f1", "macro F1"),
+           ("parameters", "parameters"), ("split", "evaluated on"), ("accuracy", "accuracy"),
+           ("macro_f1", "macro F1"),
            ("auc", "AUC (macro OvR)"), ("train_s", "train time"), ("images_per_s", "images/s"))
 
 
@@ -102,12 +104,9 @@ def markdown_table(rows: list[dict]) -> str:
   header = "| " + " | ".join(title for _, title in COLUMNS) + " |"
   rule = "|" + "|".join("---" if k in ("run", "backbone") else "---:" for k, _ in COLUMNS) + "|"
   body = ["| " + " | ".join(_cell(k, r[k], r) for k, _ in COLUMNS) + " |" for r in rows]
-  notes = [r["run"] for r in rows if r["split"] == "val"]
-  tail = f"\n\n(metrics on the val split for: {', '.join(notes)})" if notes else ""
   cv = [f"{r['run']} ({r['split']})" for r in rows if r["split"].startswith("oof")]
-  if cv:
-    tail += (f"\n\n(out-of-fold metrics over every training image, 95% bootstrap interval, "
-             f"train time summed over the folds, for: {', '.join(cv)})")
+  tail = (f"\n\n(out-of-fold metrics over every training image, 95% bootstrap interval, "
+          f"train time summed over the folds, for: {', '.join(cv)})") if cv else ""
   return "\n".join([header, rule] + body) + tail + "\n"
 
 

@@ -119,7 +119,8 @@ def test_compare_table(workdir, tmp_path, capsys):
   assert rows[0]["auc"] == summary["test"]["auc"]["macro"]
   assert rows[0]["parameters"] > 1000 and rows[0]["images_per_s"] > 0 and rows[0]["train_s"] > 0
   text = out.read_text()
-  assert text.startswith("| run | backbone | input size | parameters | test accuracy") and "32x32" in text
+  assert text.startswith("| run | backbone | input size | parameters | evaluated on | accuracy")
+  assert text.splitlines()[2].startswith(f"| {workdir.name} | lenet | 32x32 | ") and "| test |" in text
   assert compare.main([str(tmp_path), "--out", str(out)]) == 2
 
 
