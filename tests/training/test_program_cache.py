@@ -1,6 +1,7 @@
 """jaxmed's cache of compiled programs (jaxmed/training/program_cache.py): a second run of a config
-loads every program instead of tracing and compiling it, trains to the same parameters, and a
-changed input of a program is a new key; damaged, foreign or unstorable entries fall back to a
+loads every program instead of tracing and compiling it, trains to the same parameters; without
+them, JAX's persistent cache serves every compile (its keys do not churn); a changed input of a
+program is a new key; damaged, foreign or unstorable entries fall back to a
 compile. The second runs use JAXMED_DEBUG=1, under which each hit is also lowered and must equal
 the program that was stored (a key that misses an input fails here)."""
 
@@ -34,7 +35,16 @@ def _train(root, workdir, cache, *overrides, debug=False):
   return json.loads((Path(workdir) / "summary.json").read_text())
 
 
-def test_a_second_run_loads_every_program_and_trains_the_same(tmp_path):
+def _xla_entries(cache: Path) -> set[str]:
+  return {p.name for p in (cache / "xla").iterdir()}
+
+
+def test_later_runs_load_every_program_or_compile_nothing_new(tmp_path):
+  """Three runs of one config on one cache folder: the first compiles and stores every program;
+  the second (other data folder and workdir) loads them all and trains the same; the third,
+  with jaxmed's programs deleted, compiles through JAX's persistent cache and adds no entry to
+  it (no cache-key churn from constants that change between runs: a time stamp, a seed drawn at
+  start, a path baked into a program)."""
   root = write_label_tree(tmp_path / "data", {"train": {"a": 24, "b": 24}, "test": {"a": 4, "b": 4}})
   cache = tmp_path / "cache"
   first = _train(root, tmp_path / "one", cache)
@@ -42,12 +52,27 @@ def test_a_second_run_loads_every_program_and_trains_the_same(tmp_path):
   assert set(outcomes) == {"features", "eval_features", "train_frozen", "eval", "train_finetune"}
   assert set(outcomes.values()) == {"miss"}, outcomes  # and each stored
   assert len(list((cache / "programs").glob("*.jaxprog"))) == 5
+  assert {"eval", "train_frozen", "train_finetune"} <= set(first["timings"]["programs"])
+  xla = _xla_entries(cache)
+  assert len(xla) >= 3
   # Another copy of the data (data.root is host-only): every program loads, each checked against
   # a fresh lowering (JAXMED_DEBUG=1), and the training is the same.
   copy = Path(shutil.copytree(root, tmp_path / "copy"))
   second = _train(copy, tmp_path / "two", cache, debug=True)
   assert set(second["timings"]["program_cache"].values()) == {"hit"}
   assert second["final_params_sha256"] == first["final_params_sha256"]
+  shutil.rmtree(cache / "programs")
+  third = _train(root, tmp_path / "three", cache)
+  assert set(third["timings"]["program_cache"].values()) == {"miss, not stored (compiled by "
+                                                             "JAX's cache)"}
+  assert _xla_entries(cache) == xla
+  assert set(third["timings"]["programs"]) == set(first["timings"]["programs"])
+  assert third["final_params_sha256"] == first["final_params_sha256"]
+  epochs = third["timings"]["epochs"]
+  assert [e["phase"] for e in epochs] == ["frozen", "finetune", "finetune"]
+  assert all(e["train_s"] > 0 and e["val_s"] > 0 for e in epochs)
+  assert all(0 < e["host_cpu_s"] <= e["train_s"] + 0.05 for e in epochs)  # one thread's CPU time
+  assert all("boundary_s" in e for e in epochs[:-1])
 
 
 # In a fresh process, with JAX's persistent cache in its own folder: jaxmed's cache in folder A,
