@@ -7,7 +7,7 @@ Each variant patches, at trace time, what the models call: `before` = lax for 1x
 convs and Flax's nn.BatchNorm followed by the activation; `pointwise` = 1x1 convs as GEMMs,
 Flax BatchNorm; `nowinograd` = GEMMs + fused BatchNorm, 3x3 convs by lax; `current` = what
 jaxmed runs (also Winograd for wide 3x3 stride-1 convs). One fast path at a time: `no-pointwise`,
-`no-winograd`, `no-bnfusion`, `no-depthwise`, `no-pooling` are `current` less that one piece, and
+`no-winograd`, `no-bnfusion`, `no-depthwise`, `no-pooling`, `no-small_maps` are `current` less that one piece, and
 `lax` is every piece off; a `no-X` slower than `current` means X pays on this jaxlib:
 
   python benchmarks/fastpath_ab.py --variants current,no-pointwise,no-winograd,no-bnfusion,no-depthwise,no-pooling,lax Variants are compiled ahead of time,
@@ -41,11 +41,13 @@ from jaxmed.training.steps import StepOptions, TrainState, make_train_step
 MODULES = (mobilenet_v1, mobilenet_v2, resnet)
 ORIGINAL = {"pointwise_ok": conv._pointwise_ok, "winograd_ok": conv._winograd_ok,
             "depthwise_ok": conv._fast_depthwise_ok, "pool_fast": pooling.cpu_fast_paths,
+            "small_map_pads": conv._small_map_pads,
             "bn": mobilenet_v2.BatchNorm}
-PIECES = ("pointwise", "winograd", "bnfusion", "depthwise", "pooling")
+PIECES = ("pointwise", "winograd", "bnfusion", "depthwise", "pooling", "small_maps")
 # The pieces each variant turns off.
-OFF = {"before": {"pointwise", "winograd", "bnfusion"}, "pointwise": {"winograd", "bnfusion"},
-       "nowinograd": {"winograd"}, "current": set(), "lax": set(PIECES),
+OFF = {"before": {"pointwise", "winograd", "bnfusion", "small_maps"},
+       "pointwise": {"winograd", "bnfusion", "small_maps"}, "nowinograd": {"winograd", "small_maps"},
+       "current": set(), "lax": set(PIECES),
        **{f"no-{p}": {p} for p in PIECES}}
 
 
@@ -68,6 +70,7 @@ def patch(variant: str):
   conv._winograd_ok = never if "winograd" in off else ORIGINAL["winograd_ok"]
   conv._fast_depthwise_ok = never if "depthwise" in off else ORIGINAL["depthwise_ok"]
   pooling.cpu_fast_paths = never if "pooling" in off else ORIGINAL["pool_fast"]
+  conv._small_map_pads = (lambda *a: None) if "small_maps" in off else ORIGINAL["small_map_pads"]
   bn = FlaxBatchNormThenActivation if "bnfusion" in off else ORIGINAL["bn"]
   for module in MODULES:
     module.BatchNorm = bn

@@ -45,6 +45,8 @@ MEASURED_FASTER = {  # 0.10: AMD EPYC, 2026-11-22; 0.12: Intel Xeon (AMX), 2026-
     "winograd": {"0.10": True, "0.12": True},    # 0.12: ResNet50V2 224 frozen 1.07x, 128 ft 1.01x
     "depthwise": {"0.10": True, "0.12": True},   # 0.12: MobileNetV2 128 ft 7.3x
     "pooling": {"0.10": True, "0.12": True},     # 0.12: ResNet50V2 128 ft 1.05x, 224 frozen 1.01x
+    # both: AMD EPYC, 2026-12-03 (ops/conv.py SMALL_MAP)
+    "small_maps": {"0.10": True, "0.12": True},
 }
 
 

@@ -67,20 +67,45 @@ def _winograd_ok(x, kernel, strides, padding, feature_group_count):
   return all(winograd.output_size(n, p) > 0 for n, p in zip(x.shape[1:3], pads))
 
 
-def _bfloat16_gemm_pads(x, kernel, strides, padding, feature_group_count):
-  """Explicit pads when a bfloat16 dense conv (kernel > 1x1, equal strides, no negative padding)
-  should run as GEMMs on this CPU, else None."""
+def _gemm_pads(x, kernel, strides, padding, feature_group_count):
+  """Explicit pads when a dense conv (kernel > 1x1, equal strides, no negative padding, a
+  non-empty output) can run as gemm_conv, else None; with the output's (height, width)."""
   if (x.ndim != 4 or feature_group_count != 1 or len(set(strides)) != 1
-      or x.dtype != jax.numpy.bfloat16 or kernel.dtype != jax.numpy.bfloat16):
-    return None
+      or kernel.shape[:2] == (1, 1)):
+    return None, None
   if isinstance(padding, str) and padding.upper() not in ("SAME", "VALID"):
-    return None
+    return None, None
   pads = depthwise.resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides[0])
   if any(lo < 0 or hi < 0 for lo, hi in pads):
-    return None
+    return None, None
   out = [gemm_conv.output_size(n, k, strides[0], p)
          for n, k, p in zip(x.shape[1:3], kernel.shape[:2], pads)]
-  return pads if min(out) > 0 and bfloat16_gemm() else None  # an empty output: lax reports it
+  return (pads, out) if min(out) > 0 else (None, None)  # an empty output: lax reports it
+
+
+def _bfloat16_gemm_pads(x, kernel, strides, padding, feature_group_count):
+  """Explicit pads when a bfloat16 dense conv should run as GEMMs on this CPU, else None."""
+  if x.dtype != jax.numpy.bfloat16 or kernel.dtype != jax.numpy.bfloat16 or not bfloat16_gemm():
+    return None
+  return _gemm_pads(x, kernel, strides, padding, feature_group_count)[0]
+
+
+# Dense convs whose output is at most 2x2 (at 64 px input: ResNet50V2's last stage and the
+# stride-2 conv into it, VGG16's last block): forward+backward, XLA:CPU's kernels took 1.3-24x
+# as long as one im2col product (3x3 convs, 64-512 channels, batch 32, strides 1 and 2, outputs
+# 1x1 and 2x2, AMD EPYC, jax 0.10.2 and 0.12.0.1; 512 -> 512 channels at 2x2: 386-462 ms against
+# 19-23); at 3x3 outputs lax won some shapes, so those stay with lax. benchmarks/RESULTS.md
+# "Convolutions on maps of at most 2x2".
+SMALL_MAP = 2
+
+
+def _small_map_pads(x, kernel, strides, padding, feature_group_count):
+  """Explicit pads when a float32 dense conv's output is at most SMALL_MAP x SMALL_MAP, else None
+  (bfloat16 was not measured on these shapes)."""
+  if x.dtype != jax.numpy.float32 or kernel.dtype != jax.numpy.float32:
+    return None
+  pads, out = _gemm_pads(x, kernel, strides, padding, feature_group_count)
+  return pads if pads is not None and max(out) <= SMALL_MAP else None
 
 
 def _bfloat16_gemm_conv(x, kernel, stride, pads):
@@ -99,7 +124,8 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
   kernel gradient transposes both operands), depthwise convs as shifted multiply-adds
   (`depthwise`, XLA CPU's grouped conv is 10-40x slower at 3x3, and 7-31x slower forward+backward
   at EfficientNet's 5x5 and ConvNeXt's 7x7: benchmarks/RESULTS.md "New backbones"), wide 3x3
-  stride-1 convs as Winograd F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax);
+  stride-1 convs as Winograd F(2x2, 3x3) (`winograd`, 2.25x fewer products; gradients by lax),
+  dense convs with outputs of at most 2x2 as one im2col product (`gemm_conv`, see SMALL_MAP);
   other dense convs use lax (its XLA CPU kernels beat shifted-GEMM and im2col). Squeeze-and-
   excitation's 1x1 convs on pooled maps are pointwise GEMMs; swish, GELU and DenseNet's
   concatenations are XLA's own fused elementwise ops. bfloat16 on a CPU whose matrix unit makes
@@ -116,6 +142,9 @@ def conv2d(x, kernel, strides=(1, 1), padding: Padding = "SAME", feature_group_c
     pads = _bfloat16_gemm_pads(x, kernel, strides, padding, feature_group_count)
     if pads is not None:
       return _bfloat16_gemm_conv(x, kernel, strides[0], pads)
+    pads = _small_map_pads(x, kernel, strides, padding, feature_group_count)
+    if pads is not None and fast_path("small_maps"):
+      return gemm_conv.gemm_conv(x, kernel, strides[0], pads)
   if on_cpu and fast_path("winograd") and _winograd_ok(x, kernel, strides, padding,
                                                         feature_group_count):
     pads = depthwise.resolve_padding(padding, x.shape[1:3], (3, 3), 1)

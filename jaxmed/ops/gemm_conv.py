@@ -12,7 +12,8 @@ tap folded back onto the input (each tap's slice placed with lax.pad's interior 
 stride, summed). All accumulate in float32 and round once, so the result is at least as exact as
 lax's bfloat16 convolution. In float32 this form loses to XLA's own convolutions on a CPU
 without a matrix unit (AMD EPYC, jax 0.10.2, batch 32 forward+backward: 0.3-0.6x lax on
-DenseNet121's and ResNet50V2's 3x3 shapes), so float32 never takes it.
+DenseNet121's and ResNet50V2's 3x3 shapes), so float32 takes it only where XLA:CPU's
+kernels are far slower: outputs of at most 2x2 (ops/conv.py SMALL_MAP).
 
 The patches cost kh*kw times the input's memory (ResNet50V2 at 224 px, batch 32: about 120 MB for
 its largest layer); the choice of when this runs is conv2d's (ops/conv.py).

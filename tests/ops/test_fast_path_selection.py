@@ -21,7 +21,8 @@ def test_the_nearest_older_measurement_decides(monkeypatch):
 
 
 def test_every_fast_path_has_a_measurement():
-  assert set(base.MEASURED_FASTER) == {"pointwise", "winograd", "depthwise", "pooling"}
+  assert set(base.MEASURED_FASTER) == {"pointwise", "winograd", "depthwise", "pooling",
+                                      "small_maps"}
   assert all(base.MEASURED_FASTER[name] for name in base.MEASURED_FASTER)
 
 
