@@ -147,8 +147,7 @@ class KerasStep:
     self.info = {"keras": keras.__version__, "backend": keras.backend.backend(),
                  "jit_compile": bool(self.model.jit_compile),
                  "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "policy": policy,
-                 "allocator": jaxmed_platform().loaded_allocator(),
-                 "dtype": self.precision["dtype"], "dtype_reason": self.precision["reason"]}
+                 "allocator": jaxmed_platform().loaded_allocator()}
     if keras.backend.backend() == "tensorflow":
       import tensorflow as tf
       self.info["tensorflow"] = tf.__version__
