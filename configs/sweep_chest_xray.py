@@ -35,6 +35,9 @@ the task from scratch. So this table says which architectures train from random 
 epochs, not which ImageNet backbone transfers best; that needs the ImageNet run above. Time
 (wall, processes included): 51 min for the first three backbones' 3 folds and 22 min for
 ResNet50V2's first fold (15 img/s at 64 px), on 2 cores with tests running beside it at times.
+Since then ResNet50V2's 64 px fine-tuning step runs about 3x faster (its last stage's 2x2 convs as
+im2col, 08c1ba3; benchmarks/RESULTS.md "Convolutions on maps of at most 2x2"); the table above
+is from before.
 """
 
 import ml_collections
