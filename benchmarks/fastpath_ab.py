@@ -7,8 +7,9 @@ Each variant patches, at trace time, what the models call: `before` = lax for 1x
 convs and Flax's nn.BatchNorm followed by the activation; `pointwise` = 1x1 convs as GEMMs,
 Flax BatchNorm; `nowinograd` = GEMMs + fused BatchNorm, 3x3 convs by lax; `current` = what
 jaxmed runs (also Winograd for wide 3x3 stride-1 convs). One fast path at a time: `no-pointwise`,
-`no-winograd`, `no-bnfusion`, `no-depthwise`, `no-pooling`, `no-small_maps` are `current` less that one piece, and
-`lax` is every piece off; a `no-X` slower than `current` means X pays on this jaxlib:
+`no-winograd`, `no-bnfusion`, `no-depthwise`, `no-pooling`, `no-small_maps` are `current` less
+that one piece, and `lax` is every piece off; a `no-X` slower than `current` means X pays on this
+jaxlib:
 
   python benchmarks/fastpath_ab.py --variants current,no-pointwise,no-winograd,no-bnfusion,no-depthwise,no-pooling,lax Variants are compiled ahead of time,
 then stepped round-robin so machine noise hits them alike (each visit: one untimed step, then

@@ -68,8 +68,8 @@ def _winograd_ok(x, kernel, strides, padding, feature_group_count):
 
 
 def _gemm_pads(x, kernel, strides, padding, feature_group_count):
-  """Explicit pads when a dense conv (kernel > 1x1, equal strides, no negative padding, a
-  non-empty output) can run as gemm_conv, else None; with the output's (height, width)."""
+  """(explicit pads, output [height, width]) when a dense conv (kernel > 1x1, equal strides, no
+  negative padding, a non-empty output) can run as gemm_conv, else (None, None)."""
   if (x.ndim != 4 or feature_group_count != 1 or len(set(strides)) != 1
       or kernel.shape[:2] == (1, 1)):
     return None, None
