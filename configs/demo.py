@@ -73,6 +73,11 @@ def get_config():
   # Frozen phase without augmentation: run the backbone once per image and train the head on
   # the cached features (same result, a fraction of the time). Ignored when augmenting.
   c.train.cache_features = True
+  # Precise BatchNorm: before each validation, the moving statistics of the BatchNorms that train
+  # are recomputed as the average over this many unaugmented training batches (0: off, Keras'
+  # moving averages). For short runs from scratch (model.weights=None), whose moving averages lag
+  # the weights so far that every image gets one class (jaxmed/training/precise_bn.py).
+  c.train.precise_bn_batches = 0
   # Imbalance: 'balanced' (sklearn's n / (K * count)) or comma-separated weights per class.
   c.train.class_weights = ml_collections.FieldReference(None, field_type=str)
   c.train.balanced_sampling = False  # draw each class equally often (with replacement)

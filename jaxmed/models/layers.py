@@ -50,6 +50,13 @@ class DepthwiseConv(nn.Module):
     return y
 
 
+BATCH_MOMENTS = "batch_moments"  # the collection BatchNorm sows a training batch's mean/var into
+
+
+def _last(_, value):
+  return value
+
+
 class BatchNorm(nn.Module):
   """`nn.BatchNorm` (same variables: params scale/bias, batch_stats mean/var; same arithmetic)
   with the activation that follows it fused in, so training mode runs `ops.batchnorm`'s
@@ -77,6 +84,10 @@ class BatchNorm(nn.Module):
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      # The batch's own statistics, for the precise-BatchNorm pass (training/precise_bn.py); a
+      # no-op unless that collection is mutable, so the train step's program does not change.
+      self.sow(BATCH_MOMENTS, "mean", mean, reduce_fn=_last, init_fn=tuple)
+      self.sow(BATCH_MOMENTS, "var", var, reduce_fn=_last, init_fn=tuple)
     return y.astype(self.dtype)
 
 

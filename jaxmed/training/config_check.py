@@ -185,6 +185,7 @@ RULES = [
     Rule("train.compilation_cache", _flag),
     Rule("data.decoded_cache", _flag),
     Rule("train.cache_features", _flag),
+    Rule("train.precise_bn_batches", _integer(0)),
     Rule("train.steps_per_dispatch", _steps_per_dispatch),  # phase.steps_per_dispatch_setting
 ]
 for _phase in PHASES:

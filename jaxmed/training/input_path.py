@@ -75,6 +75,7 @@ class ResidentFeed:
   batch by index (sharded over devices), and one compiled eval step serves every split."""
   make_train_step = staticmethod(steps.make_train_step)
   make_eval_step = staticmethod(steps.make_eval_step)
+  make_moments_step = staticmethod(steps.make_moments_step)
 
   def __init__(self, splits: dict, mesh, config, batch_size: int):
     self.splits, self.batch_size, self.eval_batch = splits, batch_size, config.train.eval_batch_size
@@ -144,6 +145,7 @@ class StreamFeed:
   and correct; decoding only the local shard would save the other processes' share)."""
   make_train_step = staticmethod(steps.make_batch_train_step)
   make_eval_step = staticmethod(steps.make_batch_eval_step)
+  make_moments_step = staticmethod(steps.make_batch_moments_step)
 
   def __init__(self, splits: dict, mesh, config, batch_size: int, options):
     self.splits, self.batch_size, self.eval_batch = splits, batch_size, config.train.eval_batch_size

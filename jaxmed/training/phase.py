@@ -14,6 +14,7 @@ from jaxmed.runtime import distributed, run_info
 from jaxmed.runtime.distributed import say
 from jaxmed.runtime.progress import Progress, format_seconds
 from jaxmed.training import callbacks, checkpoint, garbage_collection, input_path, optim
+from jaxmed.training import precise_bn
 from jaxmed.training import compile_ahead as compile_ahead_lib
 from jaxmed.training.steps import StepOptions, TrainState
 
@@ -218,6 +219,11 @@ class Phase:
       job.timings["features_s"] = time.perf_counter() - t_features
       say(f"phase frozen trains the head on cached backbone features ({self.feed.nbytes / 2**20:.1f}"
           f" MB, computed in {format_seconds(job.timings['features_s'])}; train.cache_features)")
+    self.precise_bn = None
+    if precise_bn.enabled(job.config) and self.options.bn_train \
+        and not isinstance(self.feed, input_path.FeatureFeed):  # cached features: no BatchNorm trains
+      self.precise_bn = precise_bn.PreciseBatchNorm(job, self.feed, self.name, self.options,
+                                                    precise_bn.enabled(job.config))
     ahead = job.ahead.pop(f"train_{self.name}", None)
     if ahead is not None and self.feed is job.feed:  # compiled in the background meanwhile
       self.train_step = ahead.result()
@@ -350,6 +356,12 @@ class Phase:
     """Validation, metrics.jsonl/TensorBoard, callbacks and the epoch's checkpoint."""
     job, epoch = self.job, self.position.epoch
     train_loss, train_acc = sums.loss / sums.steps, sums.correct / (sums.steps * job.batch_size)
+    if self.precise_bn is not None:  # before validation, so the epoch's checkpoint has them
+      t_bn = time.perf_counter()
+      self.state = self.state.replace(
+          batch_stats=self.precise_bn.recompute(self.state.params, self.state.batch_stats))
+      if self.job.timings["epochs"]:
+        self.job.timings["epochs"][-1]["precise_bn_s"] = time.perf_counter() - t_bn
     t_val = time.perf_counter()
     val = job.evaluate("val", self.state.params, self.state.batch_stats, self.feed, self.eval_step)
     val_s = time.perf_counter() - t_val

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxmed.models import layers
 from jaxmed.training.losses import classification_loss
 
 
@@ -139,6 +140,34 @@ def make_batch_train_step(model, tx, options: StepOptions, class_weights=None,
   block(state, images (K, B, ...), labels (K, B), active (K,), lr_scale)."""
   return _jit_steps(_train_on_batch(model, tx, options, class_weights, augment), 0,
                     steps_per_dispatch)
+
+
+def _batch_moments(model, options: StepOptions):
+  """(params, batch_stats, x) -> the training-mode mean and variance of x at every BatchNorm that
+  trains in this phase (options as the phase's train step), as a tree shaped like batch_stats;
+  BatchNorms in inference mode contribute nothing. No augmentation: the statistics are for
+  evaluating unaugmented images. Dropout runs with a fixed key, as somewhere in training."""
+  def moments(params, batch_stats, x):
+    _, variables = model.apply(
+        {"params": params, "batch_stats": batch_stats}, x, train=True,
+        trainable_from=options.trainable_from, bn_train=options.bn_train,
+        mutable=["batch_stats", layers.BATCH_MOMENTS], rngs={"dropout": jax.random.PRNGKey(0)})
+    return variables.get(layers.BATCH_MOMENTS, {})
+  return moments
+
+
+def make_moments_step(model, options: StepOptions):
+  """Returns jit(fn)(params, batch_stats, images, labels, batch_index) -> batch moments (the
+  train step's arguments on the resident path; labels unused)."""
+  moments = _batch_moments(model, options)
+  return jax.jit(lambda params, batch_stats, images, labels, batch_index:
+                 moments(params, batch_stats, images[batch_index]))
+
+
+def make_batch_moments_step(model, options: StepOptions):
+  """Returns jit(fn)(params, batch_stats, batch_images, batch_labels) -> batch moments."""
+  moments = _batch_moments(model, options)
+  return jax.jit(lambda params, batch_stats, x, labels: moments(params, batch_stats, x))
 
 
 def _logits(model, params, batch_stats, x):
