@@ -18,6 +18,8 @@ import zlib
 
 import numpy as np
 
+from jaxmed.runtime import import_lock
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 CONTAINER_SUFFIXES = ARCHIVE_SUFFIXES + (".npz",)
 _REF = re.compile(r"^(.*?(?:" + "|".join(re.escape(s) for s in CONTAINER_SUFFIXES) + r"))::(.+)$",
@@ -200,7 +202,8 @@ def load_npz(path: str, mtime: float = 0.0, size: int = 0) -> dict[str, np.ndarr
 def tensorflow_datasets(spec: str):
   """The tensorflow_datasets module, an optional dependency (`pip install "jaxmed[tfds]"`)."""
   try:
-    import tensorflow_datasets as tfds
+    with import_lock.IMPORTS:  # its import opens etils' process-wide lazy-import window
+      import tensorflow_datasets as tfds
   except ImportError as e:
     raise ValueError(f"{spec} needs TensorFlow Datasets, which is not installed: "
                      f'pip install "jaxmed[tfds]" (or pass a folder, archive or .npz)') from e

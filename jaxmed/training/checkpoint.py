@@ -11,11 +11,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmed.runtime import distributed
+from jaxmed.runtime import distributed, import_lock
 
 
 def orbax():
-  import orbax.checkpoint as ocp
+  with import_lock.IMPORTS:  # imported in a thread while the data is read (training/loop.py)
+    import orbax.checkpoint as ocp
   return ocp
 
 

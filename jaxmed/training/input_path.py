@@ -19,7 +19,7 @@ import logging
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxmed.runtime import distributed
+from jaxmed.runtime import distributed, import_lock
 from jaxmed.evaluation import predictions
 from jaxmed.training import steps
 from jaxmed.data import sampling
@@ -64,10 +64,17 @@ def stack_block(rows: list, size: int) -> tuple[np.ndarray, np.ndarray]:
 def make_feed(path: str, splits: dict, mesh, config, batch_size: int):
   if path == "resident":
     return ResidentFeed(splits, mesh, config, batch_size)
-  from jaxmed.data.stream import StreamOptions  # grain is imported only when streaming
-  options = StreamOptions(threads=config.data.get("stream_threads", 4),
-                          workers=config.data.get("stream_workers", 0))
+  options = stream_module().StreamOptions(threads=config.data.get("stream_threads", 4),
+                                          workers=config.data.get("stream_workers", 0))
   return StreamFeed(splits, mesh, config, batch_size, options)
+
+
+def stream_module():
+  """jaxmed.data.stream, which imports grain: only when streaming, and under the import lock
+  (grain's import opens etils' process-wide lazy-import window; runtime/import_lock.py)."""
+  with import_lock.IMPORTS:
+    from jaxmed.data import stream
+  return stream
 
 
 class ResidentFeed:
@@ -170,7 +177,7 @@ class StreamFeed:
 
   def host_steps(self, epoch: int, start_step: int = 0):
     """Each step's decoded (images, labels) for the epoch from `start_step` on."""
-    from jaxmed.data import stream
+    stream = stream_module()
     for batch in stream.train_batches(self.splits["train"], self.seed, epoch, self.batch_size,
                                       self.image_size, self.options, self.balanced, start_step):
       self._note_unreadable(batch)
@@ -191,7 +198,7 @@ class StreamFeed:
 
   def predict(self, eval_step, split_name: str, params, batch_stats):
     """(logits, labels) of a split's decodable images; the last batch is padded to one shape."""
-    from jaxmed.data import stream
+    stream = stream_module()
     split = self.splits[split_name]
     logits, labels = [], []
     for batch in stream.batches(split, np.arange(len(split)), self.eval_batch, self.image_size,
