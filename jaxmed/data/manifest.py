@@ -32,6 +32,7 @@ def _to_stored(ref: str, base: str) -> str:
     return ref
   parts = archive.split_ref(ref)
   path, member = parts if parts else (ref, None)
+  path = os.path.abspath(path)  # a relative path is the caller's (its cwd's), not the manifest's
   try:
     rel = os.path.relpath(path, base)
     path = path if rel == ".." or rel.startswith(".." + os.sep) else rel  # relative only below

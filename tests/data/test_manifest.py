@@ -115,3 +115,21 @@ def test_manifest_header_and_unknown_label_errors(tmp_path):
   bad.write_text("file,label,split\n")
   with pytest.raises(ValueError, match="not a jaxmed manifest"):
     manifest.read(bad)
+
+
+def test_relative_files_outside_the_manifest_folder_are_stored_absolute(tmp_path, monkeypatch):
+  # A caller's relative path means its working directory; stored as given, it would be read
+  # against the manifest's folder (benchmarks/fixed_costs.py with JAXMED_SHARED=../shared did so).
+  data, elsewhere = tmp_path / "work" / "data", tmp_path / "scratch"
+  data.mkdir(parents=True)
+  (data / "x.png").write_bytes(b"")
+  monkeypatch.chdir(tmp_path / "work")
+  out = elsewhere / "m.jsonl"
+  manifest.write(out, ["a"], [{"file": "data/x.png", "label": "a", "split": "train"}],
+                 source="data", method={})
+  _, rows = _rows(out)
+  assert rows[0]["file"] == str(data / "x.png")
+  inside = data / "m.jsonl"  # below the manifest's folder: relative to it, as before
+  manifest.write(inside, ["a"], [{"file": "data/x.png", "label": "a", "split": "train"}],
+                 source="data", method={})
+  assert _rows(inside)[1][0]["file"] == "x.png"
