@@ -38,10 +38,12 @@ def main(argv) -> int:
   from absl import logging as absl_logging
   from jaxmed.runtime import config_files, distributed
   from jaxmed.runtime.progress import format_seconds
-  from jaxmed.training import loop
+  from jaxmed.training import program_preload
   values = cli.parse_config_flags(argv, "python -m jaxmed.train", define_flags)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   distributed.initialize(values.distributed)
+  program_preload.start(values.config)  # reads programs on the core the imports below leave idle
+  from jaxmed.training import loop
   try:
     workdir, summary = loop.fit(values.config, values.workdir, overwrite=values.overwrite,
                                 config_name=config_files.stem(cli.config_path(values)))

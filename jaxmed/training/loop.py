@@ -20,6 +20,7 @@ from jaxmed.runtime.cli import UserError
 from jaxmed.runtime.interrupts import catch_stop_signals
 from jaxmed.training import checkpoint, garbage_collection
 from jaxmed.training import compile_ahead as compile_ahead_lib
+from jaxmed.training import program_preload
 from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
 from jaxmed.training.phase import (PHASES, Phase, Position, TrainingDiverged,  # noqa: F401
@@ -118,6 +119,7 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
     enable_compilation_cache()
   t0 = time.perf_counter()
   compile_ahead_lib.forget_waiting()  # an earlier run in this process that failed early
+  program_preload.start(config)  # (jaxmed.train started it earlier, before its imports)
   # Orbax (0.3 s of imports) is first needed at the first checkpoint: imported meanwhile, while
   # the data is read (later, during the steps, it held the GIL the loop dispatches with).
   threading.Thread(target=checkpoint.orbax, name="jaxmed-import-orbax", daemon=True).start()
@@ -141,6 +143,7 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
     first = resume["phase_index"] if resume else 0
     for name in to_run[first + 1:]:  # later phases' train steps compile while the first trains
       job.ahead[f"train_{name}"] = compile_ahead(job, name)
+    in_background = ["eval", *job.ahead]  # what the next run reads ahead (program_preload)
     with catch_stop_signals() as stop:  # only while training: a stop then saves a checkpoint
       for index, name in enumerate(to_run):
         if resume and index < resume["phase_index"]:
@@ -149,6 +152,8 @@ def train_and_evaluate(config, workdir: Path, start_over: bool = False) -> dict:
         state = Phase(job, name, index, position, rng, ckpt, log, stop, resume).run()
         params, batch_stats, rng, resume = state.params, state.batch_stats, state.rng, None
     ckpt.wait()
+    if first == 0:  # a resumed run has skipped loading some of them
+      program_preload.remember(job.programs, config, in_background)
     if job.train_started is not None:  # first step to the last epoch's checkpoint written
       job.timings["loop_s"] = time.perf_counter() - job.train_started
     summary, evaluated = evaluate_and_summarize(job, ckpt, params, batch_stats)

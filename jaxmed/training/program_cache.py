@@ -186,7 +186,7 @@ def _jax_cache_hits():
 _listening, _listening_lock = False, threading.Lock()
 
 
-def _trusted(path: Path) -> bool:
+def trusted(path: Path) -> bool:
   """Written by this user and writable by nobody else (see the module docstring)."""
   st = path.stat()
   return (not hasattr(os, "getuid") or st.st_uid == os.getuid()) and \
@@ -202,6 +202,8 @@ class ProgramCache:
     self.directory = Path(directory) if directory is not None else None
     self.verify = verify
     self.outcomes = {} if timings is None else timings.setdefault("program_cache", {})
+    self.files = {}  # name -> the file that holds (or was to hold) the program
+    self.read_ahead = [] if timings is None else timings.setdefault("programs_read_ahead", [])
 
   def compile(self, name: str, make, args, parts: dict):
     """`make()` returns the jitted program, to be called with `args` (values or
@@ -210,6 +212,7 @@ class ProgramCache:
       return make().lower(*args).compile()
     key = _key(name, parts, args)[:40]
     path = self.directory / f"{name}-{key}.jaxprog"
+    self.files[name] = path
 
     def lower():
       jitted = make()
@@ -236,7 +239,7 @@ class ProgramCache:
       return compute()
     path = self.directory / f"{name}-{_key(name, parts, ())[:40]}.json"
     try:
-      if path.exists() and _trusted(path):
+      if path.exists() and trusted(path):
         tree = _shapes_from_json(json.loads(path.read_text()))
         if self.verify:
           assert _shapes_to_json(compute()) == _shapes_to_json(tree), (
@@ -248,23 +251,25 @@ class ProgramCache:
     tree = compute()
     self.outcomes[name] = "miss"
     try:
-      _write_whole(path, json.dumps(_shapes_to_json(tree)).encode())
+      write_whole(path, json.dumps(_shapes_to_json(tree)).encode())
     except (OSError, TypeError) as e:  # a tree of other containers, or the disk: run on
       self.outcomes[name] = f"miss, not stored ({type(e).__name__})"
     return tree
 
   def _load(self, name: str, path: Path, lower):
-    from jax.experimental import serialize_executable
-    if not path.exists():
+    future = files_read_ahead.pop(path, None)  # training/program_preload.py read it already
+    if future is None and not path.exists():
       self.outcomes[name] = "miss"
       return None
     try:
-      if not _trusted(path):
+      if future is not None:
+        payload, compiled = future.result()
+        self.read_ahead.append(name)
+      elif not trusted(path):
         self.outcomes[name] = "not used: the file is not this user's alone"
         return None
-      payload = pickle.loads(path.read_bytes())
-      compiled = serialize_executable.deserialize_and_load(
-          payload["executable"], payload["in_tree"], payload["out_tree"])
+      else:
+        payload, compiled = read_program(path)
     except Exception as e:  # noqa: BLE001 (damaged, or from an incompatible jax: compile again)
       self.outcomes[name] = f"miss ({type(e).__name__} loading it)"
       path.unlink(missing_ok=True)  # replaced below, unless JAX's cache serves the program
@@ -285,12 +290,26 @@ class ProgramCache:
       payload = pickle.dumps({"executable": executable, "in_tree": in_tree, "out_tree": out_tree,
                               "lowered_sha256": _lowered_digest(lowered),
                               "written": time.time()}, protocol=pickle.HIGHEST_PROTOCOL)
-      _write_whole(path, payload)
+      write_whole(path, payload)
       _evict(self.directory, MAX_BYTES)
     except Exception as e:  # noqa: BLE001 (not serialisable here, or the disk: run on, uncached)
       self.outcomes[name] = f"{self.outcomes.get(name, 'miss')}, not stored ({type(e).__name__})"
       return
     self.outcomes[name] = self.outcomes.get(name, "miss")
+
+
+def read_program(path: Path):
+  """(payload, the loaded executable) from one file of this cache; raises if it cannot."""
+  from jax.experimental import serialize_executable
+  payload = pickle.loads(path.read_bytes())
+  compiled = serialize_executable.deserialize_and_load(
+      payload["executable"], payload["in_tree"], payload["out_tree"])
+  return payload, compiled
+
+
+# path -> Future of read_program(path), for files that training/program_preload.py started
+# reading before the run asked for them (only files trusted() passed).
+files_read_ahead: dict = {}
 
 
 MAX_BYTES = 2 * 2**30  # the programs kept, at most (a MobileNetV2 train step: 2-6 MB)
@@ -301,7 +320,7 @@ def _evict(directory: Path, max_bytes: int):
   paths.evict_least_recent(directory.glob("*.jaxprog"), max_bytes)
 
 
-def _write_whole(path: Path, payload: bytes):
+def write_whole(path: Path, payload: bytes):
   """The file whole or not at all, readable by this user alone."""
   path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

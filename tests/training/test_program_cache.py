@@ -60,6 +60,9 @@ def test_later_runs_load_every_program_or_compile_nothing_new(tmp_path):
   copy = Path(shutil.copytree(root, tmp_path / "copy"))
   second = _train(copy, tmp_path / "two", cache, debug=True)
   assert set(second["timings"]["program_cache"].values()) == {"hit"}
+  # The programs the first run loaded in the background were read while the second started
+  # (training/program_preload.py; data.root is host-only, so the config is the same to it).
+  assert sorted(second["timings"]["programs_read_ahead"]) == ["eval", "train_finetune"]
   assert second["final_params_sha256"] == first["final_params_sha256"]
   shutil.rmtree(cache / "programs")
   third = _train(root, tmp_path / "three", cache)
