@@ -4,8 +4,8 @@ A full (generation 2) collection walks every object the process holds: after the
 Flax modules, the programs and the data, 0.25-0.3 s in the demo (measured 2026-12-03, Python
 3.12.1, 2-core AMD EPYC). Python starts one whenever enough new objects have survived, so one
 lands in the middle of an epoch, where the loop stops dispatching and the device runs dry; the
-younger generations' collections add ~1 ms per step more. So the loop collects once after the
-run's first step and at each later epoch's start, and freezes what survives (`gc.freeze`: a
+younger generations' collections add ~1 ms per step more. So the loop collects at each epoch's
+start (the run's first: before its first step) and freezes what survives (`gc.freeze`: a
 generation no collection walks), so that the collections during the steps walk only what the
 epoch itself creates (the first settle costs ~0.1 s, later ones ~2 ms). `thaw()` at the end of
 the run gives the frozen objects back to the collector: a notebook that trains again must not
