@@ -58,3 +58,24 @@ def test_multi_transform_labels_cover_every_parameter(tmp_path):
       assert label == "trainable"
     else:
       assert label == ("frozen" if stage_of(path[1]) < 5 else "trainable")
+
+
+def test_the_compiled_optimizer_init_equals_tx_init(tmp_path, monkeypatch):
+  """Each phase's optimizer state comes from one compiled tx.init (phase.optimizer_init_program,
+  cached like the train steps): the same tree, leaf for leaf, as tx.init run op by op, masked
+  (frozen) parameters included."""
+  from conftest import write_label_tree
+  from jaxmed.training.job import prepare_job
+  from jaxmed.training.phase import optimizer_init_program, phase_optimizer
+  monkeypatch.setenv("JAXMED_CACHE", str(tmp_path / "cache"))
+  root = write_label_tree(tmp_path / "data", {"train": {"a": 12, "b": 12}, "test": {"a": 2, "b": 2}})
+  job = prepare_job(small_config(root))
+  for name in ("frozen", "finetune"):
+    tx = phase_optimizer(job, name)[2]
+    eager = tx.init(job.params)
+    for attempt in ("compiled", "from the program cache"):
+      compiled = optimizer_init_program(job, name, tx)(job.params)
+      assert jax.tree.structure(compiled) == jax.tree.structure(eager), (name, attempt)
+      for a, b in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager)):
+        assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b)), (name, attempt)
+  assert job.timings["program_cache"]["optimizer_init_finetune"] == "hit"

@@ -49,9 +49,10 @@ def test_later_runs_load_every_program_or_compile_nothing_new(tmp_path):
   cache = tmp_path / "cache"
   first = _train(root, tmp_path / "one", cache)
   outcomes = first["timings"]["program_cache"]
-  assert set(outcomes) == {"features", "eval_features", "train_frozen", "eval", "train_finetune"}
+  assert set(outcomes) == {"features", "eval_features", "train_frozen", "eval", "train_finetune",
+                           "optimizer_init_frozen", "optimizer_init_finetune"}
   assert set(outcomes.values()) == {"miss"}, outcomes  # and each stored
-  assert len(list((cache / "programs").glob("*.jaxprog"))) == 5
+  assert len(list((cache / "programs").glob("*.jaxprog"))) == 7
   assert {"eval", "train_frozen", "train_finetune"} <= set(first["timings"]["programs"])
   xla = _xla_entries(cache)
   assert len(xla) >= 3
@@ -62,7 +63,8 @@ def test_later_runs_load_every_program_or_compile_nothing_new(tmp_path):
   assert set(second["timings"]["program_cache"].values()) == {"hit"}
   # The programs the first run loaded in the background were read while the second started
   # (training/program_preload.py; data.root is host-only, so the config is the same to it).
-  assert sorted(second["timings"]["programs_read_ahead"]) == ["eval", "train_finetune"]
+  assert sorted(second["timings"]["programs_read_ahead"]) == ["eval", "optimizer_init_finetune",
+                                                             "train_finetune"]
   assert second["final_params_sha256"] == first["final_params_sha256"]
   shutil.rmtree(cache / "programs")
   third = _train(root, tmp_path / "three", cache)
