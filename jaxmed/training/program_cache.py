@@ -166,10 +166,10 @@ def _jax_cache_hits():
 
   An executable that JAX's cache loaded serialises without its machine code on XLA:CPU (jaxlib
   0.10.2 and 0.12: loading that copy fails at the first call with "Function ... not found"), so
-  only freshly compiled programs are stored. The programs' module names carry this cache's key
-  (ProgramCache.compile), so JAX's cache holds a program only under a key whose file is here
-  too; it serves one only when that file was lost, and runs then go on as before this cache
-  existed. tests/training/test_program_cache.py fails if JAX stops reporting these hits."""
+  only freshly compiled programs are stored. The programs' module names carry this cache's key,
+  which holds its folder (ProgramCache.compile), so JAX's cache holds a program only under a key
+  whose file is here too; it serves one only when that file was lost, and runs then go on as
+  before this cache existed. tests/training/test_program_cache.py fails if JAX stops reporting these hits."""
   global _listening
   with _listening_lock:
     if not _listening:
@@ -210,7 +210,10 @@ class ProgramCache:
     ShapeDtypeStructs); `parts` names everything it closes over (module docstring)."""
     if self.directory is None:
       return make().lower(*args).compile()
-    key = _key(name, parts, args)[:40]
+    # The folder in the key: JAX's persistent cache, process-wide, may still point where another
+    # program cache's run put it (a notebook or a test suite that changed JAXMED_CACHE); its
+    # copies then serve only programs whose file is in this folder too (see _jax_cache_hits).
+    key = _key(name, {**parts, "program_cache_folder": str(self.directory)}, args)[:40]
     path = self.directory / f"{name}-{key}.jaxprog"
     self.files[name] = path
 

@@ -81,8 +81,8 @@ def test_later_runs_load_every_program_or_compile_nothing_new(tmp_path):
 
 
 # In a fresh process, with JAX's persistent cache in its own folder: jaxmed's cache in folder A,
-# then the same program through a cache in folder B (JAX's cache now holds it), then A's entry
-# writable by others, then A's entry damaged.
+# then A's entry writable by others, then A's entry damaged, then A's entry lost (JAX's cache
+# holds the program), then the same program through a cache in folder B.
 _SCRIPT = """
 import json, os, sys
 from pathlib import Path
@@ -100,7 +100,6 @@ def run(folder, label):
   out[label] = [timings["program_cache"]["f"], float(value.sum())]
 run("a", "first")
 run("a", "again")
-run("b", "jax_cache")
 entry = next((Path(sys.argv[1]) / "a").glob("*.jaxprog"))
 os.chmod(entry, 0o666)
 run("a", "foreign")
@@ -108,6 +107,9 @@ os.chmod(entry, 0o600)
 entry.write_bytes(entry.read_bytes()[:100])
 run("a", "damaged")
 out["damaged_removed"] = [str(not entry.exists()), 0.0]
+run("a", "jax_cache")
+run("b", "other_folder")
+out["stored_in_b"] = [str(len(list((Path(sys.argv[1]) / "b").glob("*.jaxprog")))), 0.0]
 print(json.dumps(out))
 """
 
@@ -120,12 +122,15 @@ def test_fallbacks_damaged_foreign_and_jax_cached_entries(tmp_path):
   out = json.loads(done.stdout.strip().splitlines()[-1])
   expected = float(np.sum(np.tanh(np.arange(12.0)[::2]) * 3.0))
   assert all(abs(value - expected) < 1e-4 for label, (_, value) in out.items()
-             if label != "damaged_removed"), out
+             if label not in ("damaged_removed", "stored_in_b")), out
   assert out["first"][0] == "miss" and out["again"][0] == "hit"
   # JAX's cache served it (same module name, same program): JAX reports the hit, and such an
   # executable is not stored (it would load without its machine code).
   assert out["jax_cache"][0] == "miss, not stored (compiled by JAX's cache)"
-  assert not list((tmp_path / "b").glob("*.jaxprog"))
+  assert not list((tmp_path / "a").glob("*.jaxprog"))
+  # Another program cache's folder is part of the key: JAX's copy (keyed by A's module name) is
+  # not served there, so B compiles the program itself and stores it.
+  assert out["other_folder"][0] == "miss" and out["stored_in_b"][0] == "1", out
   assert out["foreign"][0].startswith("not used: the file is not this user's alone")
   # Could not be loaded: compiled again (here by JAX's cache, so not stored) and the damaged
   # file removed, so that later runs do not try it again.
