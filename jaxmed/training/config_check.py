@@ -113,7 +113,7 @@ def _hidden(v):
 
 
 def _unfreeze(v):
-  # phase.phase_options: 'all', else int(v) stages from the top ('3' from the command line).
+  # phase_programs.phase_options: 'all', else int(v) stages from the top ('3' from the CLI).
   if v == "all" or (_is_int(v) and v >= 0) or (isinstance(v, str) and v.isdigit()):
     return None
   return "must be 'all' or the number of top backbone stages to train (an integer >= 0)"
@@ -186,7 +186,7 @@ RULES = [
     Rule("data.decoded_cache", _flag),
     Rule("train.cache_features", _flag),
     Rule("train.precise_bn_batches", _integer(0)),
-    Rule("train.steps_per_dispatch", _steps_per_dispatch),  # phase.steps_per_dispatch_setting
+    Rule("train.steps_per_dispatch", _steps_per_dispatch),  # see phase_programs.py
 ]
 for _phase in PHASES:
   RULES += [

@@ -24,7 +24,8 @@ from jaxmed.training import program_preload
 from jaxmed.training.config_check import check_config
 from jaxmed.training.job import prepare_job
 from jaxmed.training.phase import (PHASES, Phase, Position, TrainingDiverged,  # noqa: F401
-                                   TrainingStopped, compile_ahead, steps_per_dispatch)
+                                   TrainingStopped)
+from jaxmed.training.phase_programs import compile_ahead, steps_per_dispatch
 from jaxmed.training.workdir import (clear_run_files, prepare_workdir, read_history,
                                      undo_on_failure, write_json_atomic)
 

@@ -169,7 +169,8 @@ def _jax_cache_hits():
   only freshly compiled programs are stored. The programs' module names carry this cache's key,
   which holds its folder (ProgramCache.compile), so JAX's cache holds a program only under a key
   whose file is here too; it serves one only when that file was lost, and runs then go on as
-  before this cache existed. tests/training/test_program_cache.py fails if JAX stops reporting these hits."""
+  before this cache existed. tests/training/test_program_cache.py fails if JAX stops reporting
+  these hits."""
   global _listening
   with _listening_lock:
     if not _listening:
@@ -355,9 +356,14 @@ def _shapes_from_json(rows: list):
   return tree
 
 
+def run_directory() -> Path:
+  """Where training runs keep their programs (the folder is part of every key there)."""
+  return paths.cache_dir() / "programs"
+
+
 def for_run(enabled: bool, timings: dict | None = None) -> ProgramCache:
   """The cache a training run uses: $JAXMED_CACHE/programs, or none (see the module docstring)."""
   from jaxmed.runtime import settings
   use = enabled and jax.process_count() == 1
-  return ProgramCache(paths.cache_dir() / "programs" if use else None, timings,
+  return ProgramCache(run_directory() if use else None, timings,
                       verify=settings.current().debug)

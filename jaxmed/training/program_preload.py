@@ -28,15 +28,10 @@ import threading
 
 import jax
 
-from jaxmed.runtime import paths
 from jaxmed.training import program_cache
 
 _started_for = None  # the index name of the config this process read ahead for
 _thread = None
-
-
-def _directory():
-  return paths.cache_dir() / "programs"
 
 
 def index_name(config) -> str:
@@ -46,7 +41,7 @@ def index_name(config) -> str:
 
 
 def _index(name: str):
-  return _directory() / "read_ahead" / f"{name}.json"
+  return program_cache.run_directory() / "read_ahead" / f"{name}.json"
 
 
 def start(config):
@@ -63,13 +58,14 @@ def start(config):
   _started_for = name
   if jax.process_count() > 1 or jax.default_backend() != "cpu":
     return  # several processes do not use the cache; an accelerator hides the load anyway
+  folder = program_cache.run_directory()
   try:
-    files = [_directory() / f for f in json.loads(_index(name).read_text())["files"]]
+    files = [folder / f for f in json.loads(_index(name).read_text())["files"]]
   except (OSError, ValueError, KeyError, TypeError):
     return  # no index yet (or a damaged one: rewritten at the end of this run)
   futures = {}
   for path in files:
-    if path.parent == _directory() and path.exists() and program_cache.trusted(path):
+    if path.parent == folder and path.exists() and program_cache.trusted(path):
       futures[path] = program_cache.files_read_ahead[path] = concurrent.futures.Future()
   if futures:
     _thread = threading.Thread(target=_read_all, args=(futures,), name="jaxmed-read-ahead",

@@ -12,7 +12,7 @@ from jax.sharding import AxisType
 from conftest import small_config, write_label_tree
 from jaxmed.training import input_path, optim
 from jaxmed.data.load import load_data
-from jaxmed.training import job, loop as train, phase
+from jaxmed.training import job, loop as train, phase_programs
 from jaxmed.models import create_model
 from jaxmed.models.registry import get_architecture
 from jaxmed.training.steps import TrainState
@@ -41,7 +41,7 @@ def test_cached_features_give_the_same_head_parameters(tree, arch):
   feed = input_path.ResidentFeed(splits, mesh, config, config.train.batch_size)
   model = create_model(config.model, len(classes))
   params, batch_stats = job.init_variables(model, config, config.data.image_size)
-  options = phase.phase_options(config, "frozen", get_architecture(arch).num_stages)
+  options = phase_programs.phase_options(config, "frozen", get_architecture(arch).num_stages)
   tx, _ = optim.make_optimizer(config.frozen, optim.param_labels(params, arch, None), 4)
   cached = input_path.FeatureFeed(feed, model, params, batch_stats)
   initial = tu.flatten_dict(jax.tree.map(np.asarray, params))

@@ -61,12 +61,12 @@ def test_multi_transform_labels_cover_every_parameter(tmp_path):
 
 
 def test_the_compiled_optimizer_init_equals_tx_init(tmp_path, monkeypatch):
-  """Each phase's optimizer state comes from one compiled tx.init (phase.optimizer_init_program,
+  """Each phase's optimizer state comes from one compiled tx.init (phase_programs.optimizer_init_program,
   cached like the train steps): the same tree, leaf for leaf, as tx.init run op by op, masked
   (frozen) parameters included."""
   from conftest import write_label_tree
   from jaxmed.training.job import prepare_job
-  from jaxmed.training.phase import optimizer_init_program, phase_optimizer
+  from jaxmed.training.phase_programs import optimizer_init_program, phase_optimizer
   monkeypatch.setenv("JAXMED_CACHE", str(tmp_path / "cache"))
   root = write_label_tree(tmp_path / "data", {"train": {"a": 12, "b": 12}, "test": {"a": 2, "b": 2}})
   job = prepare_job(small_config(root))
