@@ -69,6 +69,6 @@ def _classes(workdir: Path) -> list[str]:
 def _restore_model_from_latest(manager, like):
   import orbax.checkpoint as ocp
   restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore()))
   state = restored.state
   return {"params": state["params"], "batch_stats": state["batch_stats"]}, restored.meta
