@@ -73,9 +73,9 @@ class _ReadOnlyNotice(logging.Filter):
 
 
 def _item_handlers(barriers) -> dict:
-  # Stored uncompressed: orbax's default zstd took 80 of a save's 130-140 ms of CPU for the
-  # demo's 26 MB fine-tuning state (benchmarks/checkpoint_save.py, 2026-12-04) to save 7% of the
-  # disk, CPU that on a 2-core machine the next steps lost while the save ran in the background.
+  # Stored uncompressed: orbax's default zstd took 54 of a save's 114 ms of CPU for the demo's
+  # 29 MB fine-tuning state (benchmarks/checkpoint_save.py, 2-core AMD EPYC, 2026-12-04) to save
+  # 8% of the disk, CPU that the steps running beside the background write lost.
   # Readers take both (tensorstore reads the codec from the array's metadata).
   ocp = orbax()
   return {"state": ocp.PyTreeCheckpointHandler(use_compression=False,
