@@ -65,7 +65,8 @@ def get_config():
   c.train.checkpoint_mode = "max"
   c.train.evaluate = "best"  # 'best' (checkpoint by checkpoint_metric) or 'last'
   c.train.compilation_cache = True  # compiled programs in $JAXMED_CACHE/programs and /xla
-  c.train.checkpoint_every_steps = 50  # besides every epoch: what a preempted run loses at most
+  # Besides every epoch, every N steps of an epoch: what a preempted run loses at most.
+  c.train.checkpoint_every_steps = 50
   # Train steps per dispatch (Keras' steps_per_execution): a lax.scan over K batches, one host
   # round trip per K steps. Same training for any K. 'auto': 1 on CPU (XLA:CPU runs convolution
   # gradients in a loop body far slower), 8 on GPU/TPU (jaxmed/training/phase.py).

@@ -192,15 +192,16 @@ class Phase:
 
   def dispatches(self, start_step: int, every: int) -> list[tuple[int, int]]:
     """The epoch's steps from `start_step` as (first, stop) ranges of at most `self.block` steps,
-    one dispatch each; a range also ends where a mid-epoch checkpoint is due (each
-    `checkpoint_every_steps` global steps), so checkpoints fall at the same steps for every K."""
-    ranges, first, step = [], start_step, self.position.global_step
+    one dispatch each; a range also ends where a mid-epoch checkpoint is due, so checkpoints fall
+    at the same steps for every K. Those are due every `checkpoint_every_steps` steps counted from
+    the epoch's start, which has its own checkpoint: an epoch of fewer steps writes none (the
+    demo's 21-step epochs wrote 5 in a run, each one on the critical path)."""
+    ranges, first = [], start_step
     while first < self.job.steps_per_epoch:
       stop = min(self.job.steps_per_epoch, first + self.block)
       if every:
-        stop = min(stop, first + every - step % every)
+        stop = min(stop, first + every - first % every)
       ranges.append((first, stop))
-      step += stop - first
       first = stop
     return ranges
 
@@ -240,7 +241,7 @@ class Phase:
         sums = self._read(in_flight[:-1], sums, epoch_in_phase)
         in_flight = in_flight[-1:]
       stop_now = self.agree_to_stop(self.stop, pos.global_step)
-      if stop_now or (every and pos.global_step % every == 0 and stop < job.steps_per_epoch):
+      if stop_now or (every and stop % every == 0 and stop < job.steps_per_epoch):
         sums, in_flight = self._read(in_flight, sums, epoch_in_phase), []  # no NaN saved
         self.ckpt.save_latest(pos.global_step, self.state, self.meta(epoch_in_phase - 1, stop, sums))
         if stop_now:

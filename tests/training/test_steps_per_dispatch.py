@@ -134,6 +134,10 @@ class _Job:
     (4, 3, 13, 5, [(3, 5), (5, 9), (9, 10)]),  # resumed mid-epoch at global step 13
     (1, 8, 8, 0, [(8, 9), (9, 10)]),
     (16, 0, 0, 0, [(0, 10)]),
+    # Counted from the epoch's start (its own checkpoint), not from the run's: the second epoch
+    # checkpoints after its 4th and 8th steps (global 14, 18), not at global 12 and 16.
+    (4, 0, 10, 4, [(0, 4), (4, 8), (8, 10)]),
+    (3, 0, 10, 20, [(0, 3), (3, 6), (6, 9), (9, 10)]),  # an epoch shorter than N: none
 ])
 def test_dispatch_ranges_cover_the_epoch_and_end_at_checkpoints(block, start, global_step, every,
                                                                   expected):
@@ -142,10 +146,11 @@ def test_dispatch_ranges_cover_the_epoch_and_end_at_checkpoints(block, start, gl
   phase.job, phase.block, phase.position = _Job(10), block, Position(0, global_step)
   ranges = phase.dispatches(start, every)
   assert ranges == expected
-  ends = np.cumsum([b - a for a, b in ranges]) + global_step
+  assert ranges[0][0] == start and ranges[-1][1] == 10
+  assert all(a < b and b == c for (a, b), (c, _) in zip(ranges, ranges[1:] + [(10, None)]))
   if every:  # every checkpoint step inside the epoch is a range end
-    due = [s for s in range(global_step + 1, global_step + 10 - start) if s % every == 0]
-    assert set(due) <= set(ends.tolist())
+    due = [s for s in range(start + 1, 10) if s % every == 0]
+    assert set(due) <= {b for _, b in ranges}
 
 
 def test_stack_block_pads_with_inactive_rows():
