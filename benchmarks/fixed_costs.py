@@ -17,9 +17,12 @@ Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the re
   warm_start_s    the same, run again with the cache the cold run left
   compile_s       per program (summary.json timings.programs) of the warm and the cold run
   step_ms         per phase: median over the warm run's epochs of the epoch's train time / steps,
-                  the run's first epoch timed from the end of its first step (whose one-off costs
-                  warm_start_s holds, as pure_step_ms leaves out its warm-up steps);
-                  step_ms_with_first_step times that epoch whole (the figure before 2026-12-04)
+                  the phase's first epoch timed from the end of its first step (whose one-off
+                  costs phase_first_step_s holds, and warm_start_s for the run's first phase, as
+                  pure_step_ms leaves out its warm-up steps); step_ms_with_first_step times that
+                  epoch whole (the figure before 2026-12-04)
+  phase_first_step_s  per phase: its first epoch's start to the end of its first step (the
+                  program's first run: XLA's CPU libraries generate kernels, memory is touched)
   pure_step_ms    per phase: the same compiled one-step program (steps_per_dispatch=1) called back
                   to back on the epoch's batches (host indices, as the loop passes them), one sync at the
                   end; median of 3 epochs' worth, in a process with the command line's allocator
@@ -174,10 +177,15 @@ def measure_pure(config_name: str, overrides: list[str]) -> dict:
 
 
 def _epoch_step_ms(epoch: dict, warm: dict) -> float:
-  """The epoch's train time per step; for the run's first epoch, from the end of its first step
-  (that step's one-off costs are in warm_start_s, as pure_step_ms leaves out its warm-up)."""
-  if epoch is warm["epochs"][0] and "first_step_in_epoch_s" in warm and epoch["steps"] > 1:
-    return (epoch["train_s"] - warm["first_step_in_epoch_s"]) / (epoch["steps"] - 1) * 1e3
+  """The epoch's train time per step; for a phase's first epoch, from the end of the phase's
+  first step (a program's first run: its one-off costs are in warm_start_s for the run's first
+  phase and in phase_first_step_s for each, as pure_step_ms leaves out its warm-up)."""
+  first_steps = warm.get("phase_first_step_s", {})
+  if "first_step_in_epoch_s" in warm:  # runs before 2026-12-04 (evening): the run's first only
+    first_steps = {warm["epochs"][0]["phase"]: warm["first_step_in_epoch_s"], **first_steps}
+  first_epoch = next(e for e in warm["epochs"] if e["phase"] == epoch["phase"])
+  if epoch is first_epoch and epoch["phase"] in first_steps and epoch["steps"] > 1:
+    return (epoch["train_s"] - first_steps[epoch["phase"]]) / (epoch["steps"] - 1) * 1e3
   return epoch["train_s"] / epoch["steps"] * 1e3
 
 
@@ -196,6 +204,7 @@ def records_for(case: str, config: str, overrides, cold: dict, warm: dict, pure:
              (f"step_overhead_ms[{phase}]", step_ms - p["pure_step_ms"], "ms"),
              (f"step_ratio[{phase}]", step_ms / p["pure_step_ms"], "x"),
              (f"step_ms_with_first_step[{phase}]", with_first, "ms"),
+             (f"phase_first_step_s[{phase}]", warm.get("phase_first_step_s", {}).get(phase), "s"),
              (f"val_ms[{phase}]", p["val_ms"], "ms")]
     if boundaries:
       rows.append((f"epoch_boundary_s[{phase}]", statistics.median(boundaries), "s"))

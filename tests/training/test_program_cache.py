@@ -78,6 +78,11 @@ def test_later_runs_load_every_program_or_compile_nothing_new(tmp_path):
   assert all(e["train_s"] > 0 and e["val_s"] > 0 for e in epochs)
   assert all(0 < e["host_cpu_s"] <= e["train_s"] + 0.05 for e in epochs)  # one thread's CPU time
   assert all("boundary_s" in e for e in epochs[:-1])
+  # Each phase's first step timed once (a program's first run), within its first epoch.
+  first_steps = third["timings"]["phase_first_step_s"]
+  assert set(first_steps) == {"frozen", "finetune"}
+  assert 0 < first_steps["frozen"] == third["timings"]["first_step_in_epoch_s"] <= epochs[0]["train_s"]
+  assert 0 < first_steps["finetune"] <= epochs[1]["train_s"]
 
 
 # In a fresh process, with JAX's persistent cache in its own folder: jaxmed's cache in folder A,
