@@ -188,9 +188,9 @@ def restore(manager, like) -> tuple[object, dict]:
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
   if "layout" not in meta:  # written before checkpoints were packed: one array per leaf
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    leaves = ocp.checkpoint_utils.construct_restore_args(abstract)
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(abstract, ocp.checkpoint_utils.construct_restore_args(abstract)),
-        meta=ocp.args.JsonRestore()))
+        state=ocp.args.PyTreeRestore(abstract, leaves), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
   state = _fill(like, read_leaves(manager, step, meta), str(manager.directory))
   return state, {k: v for k, v in meta.items() if k != "layout"}
