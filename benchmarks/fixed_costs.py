@@ -181,8 +181,8 @@ def _epoch_step_ms(epoch: dict, warm: dict) -> float:
   first step (a program's first run: its one-off costs are in warm_start_s for the run's first
   phase and in phase_first_step_s for each, as pure_step_ms leaves out its warm-up)."""
   first_steps = warm.get("phase_first_step_s", {})
-  if "first_step_in_epoch_s" in warm:  # runs before 2026-12-04 (evening): the run's first only
-    first_steps = {warm["epochs"][0]["phase"]: warm["first_step_in_epoch_s"], **first_steps}
+  if not first_steps and "first_step_in_epoch_s" in warm:  # older runs: the run's first only
+    first_steps = {warm["epochs"][0]["phase"]: warm["first_step_in_epoch_s"]}
   first_epoch = next(e for e in warm["epochs"] if e["phase"] == epoch["phase"])
   if epoch is first_epoch and epoch["phase"] in first_steps and epoch["steps"] > 1:
     return (epoch["train_s"] - first_steps[epoch["phase"]]) / (epoch["steps"] - 1) * 1e3

@@ -218,6 +218,7 @@ class Phase:
     # with one step per dispatch, every 5 steps (a read waits for the steps it reads).
     read_after = max(2, 5 // self.block + 1)
     host_steps = self.feed.host_steps(pos.epoch + 1, self.start_step)  # the saved data position
+    first_steps = job.timings.setdefault("phase_first_step_s", {})
     for first, stop in self.dispatches(self.start_step, every):
       batch = list(itertools.islice(host_steps, stop - first))
       if first == self.start_step:
@@ -229,7 +230,6 @@ class Phase:
         value.copy_to_host_async()  # read later without waiting for a transfer
       in_flight.append((metrics, stop - first, pos.global_step))
       pos.global_step += stop - first
-      first_steps = job.timings.setdefault("phase_first_step_s", {})
       if self.name not in first_steps:  # one extra wait per phase: its first step's one-off cost
         jax.block_until_ready(metrics)
         # The first run of a program: XLA's CPU libraries generate their kernels (oneDNN,

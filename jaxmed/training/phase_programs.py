@@ -23,7 +23,6 @@ def phase_options(config, name: str, num_stages: int) -> StepOptions:
                      bn_train=phase.get("batchnorm", "train") == "train", **common)
 
 
-
 def phase_optimizer(job, name: str) -> tuple:
   """(step options, trainable/frozen label tree, optax transform, schedule) of a phase."""
   options = phase_options(job.config, name, job.num_stages)
