@@ -42,8 +42,9 @@ def main(argv) -> int:
   values = cli.parse_config_flags(argv, "python -m jaxmed.train", define_flags)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   distributed.initialize(values.distributed)
-  program_preload.start(values.config)  # reads programs on the core the imports below leave idle
+  program_preload.start(values.config, imports_follow=True)  # on the core the imports leave idle
   from jaxmed.training import loop
+  program_preload.imports_finished()
   try:
     workdir, summary = loop.fit(values.config, values.workdir, overwrite=values.overwrite,
                                 config_name=config_files.stem(cli.config_path(values)))

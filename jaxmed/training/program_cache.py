@@ -32,6 +32,7 @@ this one.
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -261,19 +262,17 @@ class ProgramCache:
     return tree
 
   def _load(self, name: str, path: Path, lower):
-    future = files_read_ahead.pop(path, None)  # training/program_preload.py read it already
-    if future is None and not path.exists():
+    loaded = self._take_read_ahead(name, path)
+    if loaded is None and not path.exists():
       self.outcomes[name] = "miss"
       return None
     try:
-      if future is not None:
-        payload, compiled = future.result()
-        self.read_ahead.append(name)
-      elif not trusted(path):
-        self.outcomes[name] = "not used: the file is not this user's alone"
-        return None
-      else:
-        payload, compiled = read_program(path)
+      if loaded is None:
+        if not trusted(path):
+          self.outcomes[name] = "not used: the file is not this user's alone"
+          return None
+        loaded = read_program(path)
+      payload, compiled = loaded
     except Exception as e:  # noqa: BLE001 (damaged, or from an incompatible jax: compile again)
       self.outcomes[name] = f"miss ({type(e).__name__} loading it)"
       path.unlink(missing_ok=True)  # replaced below, unless JAX's cache serves the program
@@ -286,6 +285,20 @@ class ProgramCache:
     self.outcomes[name] = "hit"
     os.utime(path)  # recently used: kept longest (see _evict)
     return compiled
+
+  def _take_read_ahead(self, name: str, path: Path):
+    """read_program(path) as training/program_preload.py's thread read it, or None: not read
+    ahead, or the thread could not (a class from a module not imported yet, say); this thread
+    reads it again, and may import."""
+    future = files_read_ahead.pop(path, None)
+    if future is None:
+      return None
+    try:
+      loaded = future.result()
+    except Exception:  # noqa: BLE001 (the read on this thread reports what is wrong)
+      return None
+    self.read_ahead.append(name)
+    return loaded
 
   def _store(self, name: str, path: Path, compiled, lowered):
     from jax.experimental import serialize_executable
@@ -302,10 +315,31 @@ class ProgramCache:
     self.outcomes[name] = self.outcomes.get(name, "miss")
 
 
-def read_program(path: Path):
-  """(payload, the loaded executable) from one file of this cache; raises if it cannot."""
+class ModuleNotImportedYet(ImportError):
+  """read_program(loaded_modules_only=True) met a class whose module is not imported yet."""
+
+
+class _LoadedModulesUnpickler(pickle.Unpickler):
+  """Takes classes from modules already imported and never imports one: a thread that imports
+  while the main thread imports the same packages can deadlock on Python's module locks (each
+  takes a submodule's lock before its package's), and Python then raises _DeadlockError."""
+
+  def find_class(self, module, name):
+    loaded = sys.modules.get(module)
+    if loaded is None or getattr(getattr(loaded, "__spec__", None), "_initializing", False):
+      raise ModuleNotImportedYet(f"{module} is not imported yet")
+    return super().find_class(module, name)
+
+
+def read_program(path: Path, data: bytes | None = None, loaded_modules_only: bool = False):
+  """(payload, the loaded executable) from one file of this cache (or its bytes `data`, read
+  already); raises if it cannot. A thread beside the main one passes loaded_modules_only."""
   from jax.experimental import serialize_executable
-  payload = pickle.loads(path.read_bytes())
+  data = path.read_bytes() if data is None else data
+  if loaded_modules_only:
+    payload = _LoadedModulesUnpickler(io.BytesIO(data)).load()
+  else:
+    payload = pickle.loads(data)
   compiled = serialize_executable.deserialize_and_load(
       payload["executable"], payload["in_tree"], payload["out_tree"])
   return payload, compiled

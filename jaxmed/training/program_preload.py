@@ -18,6 +18,14 @@ a file read ahead only where it would have read that very file (its name is the 
 key), so a stale index wastes a read, never serves a wrong program; JAXMED_DEBUG=1 still checks
 each hit against a fresh lowering. summary.json lists the programs read ahead under
 timings.programs_read_ahead.
+
+The thread never imports: two threads importing the same packages can deadlock on Python's module
+locks (CI saw `_DeadlockError` in optax, 2026-12-04). So it reads the files' bytes at once, and
+unpickles them (their trees name flax, optax and jaxmed classes) only after jaxmed.train has
+imported those (imports_finished()), taking classes only from modules imported already
+(program_cache.read_program's loaded_modules_only). The XLA load, most of the work, follows;
+it still overlaps the data and model set-up. A file it cannot read so is read again by the
+program cache, on the main thread.
 """
 
 import atexit
@@ -28,10 +36,15 @@ import threading
 
 import jax
 
+from jax.experimental import serialize_executable  # noqa: F401 (imported here, not in the thread)
+
 from jaxmed.training import program_cache
 
 _started_for = None  # the index name of the config this process read ahead for
 _thread = None
+_imports_done = threading.Event()  # clear while the main thread still imports (see above)
+_imports_done.set()
+_exiting = False
 
 
 def index_name(config) -> str:
@@ -44,11 +57,14 @@ def _index(name: str):
   return program_cache.run_directory() / "read_ahead" / f"{name}.json"
 
 
-def start(config):
+def start(config, imports_follow: bool = False):
   """Starts reading the files the last run of `config` loaded in the background, where this
   process will want them (a single CPU process with the compilation cache on); once per config
-  and process."""
+  and process. With `imports_follow`, the thread unpickles them only after imports_finished();
+  without, the caller has imported what it needs (so a later start(config) ends the wait)."""
   global _started_for, _thread
+  if not imports_follow:
+    imports_finished()
   try:
     name, cached = index_name(config), config.train.get("compilation_cache", True)
   except Exception:  # noqa: BLE001 (a config the run will reject with a clear error of its own)
@@ -68,24 +84,43 @@ def start(config):
     if path.parent == folder and path.exists() and program_cache.trusted(path):
       futures[path] = program_cache.files_read_ahead[path] = concurrent.futures.Future()
   if futures:
+    if imports_follow:
+      _imports_done.clear()
     _thread = threading.Thread(target=_read_all, args=(futures,), name="jaxmed-read-ahead",
                                daemon=True)
     _thread.start()
 
 
+def imports_finished():
+  """The main thread has imported what the files' trees name: the thread may unpickle them."""
+  _imports_done.set()
+
+
 def _read_all(futures: dict):
+  read = {}
   for path, future in futures.items():
     try:
-      future.set_result(program_cache.read_program(path))
-    except Exception as e:  # noqa: BLE001 (the program cache reports it when it takes the file)
+      read[path] = path.read_bytes()
+    except OSError as e:
       future.set_exception(e)
+  _imports_done.wait()
+  for path, data in read.items():
+    try:
+      if _exiting:
+        raise RuntimeError("the process exits")
+      futures[path].set_result(program_cache.read_program(path, data, loaded_modules_only=True))
+    except Exception as e:  # noqa: BLE001 (the program cache reads such a file again)
+      futures[path].set_exception(e)
 
 
 @atexit.register
 def _finish():
   """An exit before the run took the files (a config error, say) waits for the read under way,
   so that the interpreter does not shut down under XLA."""
+  global _exiting
   if _thread is not None:
+    _exiting = True
+    _imports_done.set()
     _thread.join(timeout=30)
 
 
