@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -56,6 +57,22 @@ def content_sha256(data: bytes | np.ndarray) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
+_PILLOW_PLUGINS = threading.Lock()
+_pillow_plugins_imported = False
+
+
+def import_pillow_plugins():
+  """Pillow imports its format plugins at the first open. Decoding threads doing that side by side
+  can deadlock on Python's import locks (see training/program_preload.py), so one thread imports
+  them all, once per process (88 ms, measured on the 2-core CPU): the thread that starts a pool
+  of decoders, or else the first decoder (streaming)."""
+  global _pillow_plugins_imported
+  with _PILLOW_PLUGINS:
+    if not _pillow_plugins_imported:
+      Image.init()
+      _pillow_plugins_imported = True
+
+
 def open_image(data: bytes | np.ndarray) -> Image.Image:
   """A lazily decoded Pillow image from file bytes or an image array; refuses decompression bombs
   (Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning is not per-file news)."""
@@ -63,6 +80,8 @@ def open_image(data: bytes | np.ndarray) -> Image.Image:
     return Image.fromarray(np.squeeze(data) if data.ndim == 3 and data.shape[-1] == 1 else data)
   if not data:
     raise ValueError("empty file (0 bytes)")
+  if not _pillow_plugins_imported:
+    import_pillow_plugins()
   try:
     im = Image.open(io.BytesIO(data))
   except Image.UnidentifiedImageError:
@@ -149,6 +168,7 @@ def decode_files(files: FileList, image_size: int, workers: int | None = None,
     return split, errors
   workers = workers or min(8, (os.cpu_count() or 1) + 2)
   images, labels, paths, digests, errors = [], [], [], [], []
+  import_pillow_plugins()  # here, not in the pool's threads
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     futures = [pool.submit(_decode, p, image_size, with_hash) for p in files.paths]
     for path, label, fut in zip(files.paths, files.labels, futures):

@@ -96,6 +96,7 @@ def probe(ref) -> Probe:
 def probe_all(refs, workers: int | None = None) -> list[Probe]:
   """Probes files on a thread pool (hashlib and Pillow release the GIL), keeping input order."""
   workers = workers or min(16, 2 * (os.cpu_count() or 1) + 2)
+  folder.import_pillow_plugins()  # here, not in the pool's threads
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     return list(pool.map(probe, refs))
 

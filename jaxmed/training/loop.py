@@ -46,12 +46,12 @@ class MetricsLog:
     self.file.flush()
     self.history += records
     if distributed.is_primary():
+      if self._writer is None:  # imported on this thread: one importing beside it can deadlock
+        from jaxmed.reporting.tensorboard import ScalarWriter  # (training/program_preload.py)
+        self._writer = ScalarWriter(self.workdir / "tensorboard")
       self._events.append(compile_ahead_lib.Later(lambda: self._write_events(records)))
 
   def _write_events(self, records: list[dict]):
-    if self._writer is None:
-      from jaxmed.reporting.tensorboard import ScalarWriter
-      self._writer = ScalarWriter(self.workdir / "tensorboard")
     for r in records:
       for key, value in r.items():
         if key not in ("epoch", "phase", "split") and value is not None:
