@@ -111,6 +111,7 @@ if sys.argv[2] == "exit":
 if sys.argv[2] == "imported":
   import late_module
 program_preload.imports_finished()
+program_preload._thread.join()  # before compile_f imports late_module on this thread
 print("TIMINGS", json.dumps(compile_f()[1]))
 """
 
