@@ -4,6 +4,7 @@ records the data position (phase, epoch, step in epoch), so a killed run resumes
 
 import dataclasses
 import itertools
+import statistics
 import time
 
 import jax
@@ -82,6 +83,17 @@ def check_finite(losses, first_step: int, phase: str, epoch: int, ckpt):
         f"loss is {values[bad[0]]} at step {step} (epoch {epoch}, phase {phase}). Likely causes: "
         f"learning rate too high for this phase, images that decode to constant or extreme "
         f"values, or mixed precision overflow. {kept}")
+
+
+def read_step_ms(marks: list) -> float | None:
+  """The median over an epoch's consecutive reads of the time per step between them, in ms.
+  The device computes the steps between two reads back to back, so this is the loop's steady step
+  time, its reads, progress and mid-epoch checkpoints included, but not the epoch's start (the
+  queue filling, a phase's first run); a burst of another process on the machine moves a median
+  less than the epoch's mean (benchmarks/fixed_costs.py compares it with the pure step's)."""
+  per_step = [(t1 - t0) / (s1 - s0) * 1e3 for (s0, t0), (s1, t1) in zip(marks, marks[1:])
+              if s1 > s0]
+  return statistics.median(per_step) if per_step else None
 
 
 class Phase:
@@ -214,6 +226,7 @@ class Phase:
     t_epoch, host_epoch = time.perf_counter(), time.thread_time()
     scale = np.float32(self.plateau.scale if self.plateau else 1.0)
     sums, in_flight = self.sums, []  # in_flight: dispatched, not yet read (metrics, steps, first)
+    self.read_marks = []  # (steps read, time) at each read: the steady step time, see read_step_ms
     # Read the metrics of all dispatches but the newest, so the device always has work queued;
     # with one step per dispatch, every 5 steps (a read waits for the steps it reads).
     read_after = max(2, 5 // self.block + 1)
@@ -258,6 +271,7 @@ class Phase:
     job.timings["train_s"] += train_s
     if job.timings["epochs"]:  # this thread's CPU time: the loop's host work, waits left out
       job.timings["epochs"][-1]["host_cpu_s"] = time.thread_time() - host_epoch
+      job.timings["epochs"][-1]["read_step_ms"] = read_step_ms(self.read_marks)
     pos.epoch += 1
     self.start_step, self.sums = 0, EpochSums()
     self.progress.newline()
@@ -279,6 +293,7 @@ class Phase:
                               for (_, steps, _), values in zip(dispatched, fetched)])
     check_finite(losses, dispatched[0][2], self.name, self.position.epoch + 1, self.ckpt)
     sums = sums.plus(losses, correct)
+    self.read_marks.append((sums.steps, time.perf_counter()))
     job = self.job
     total_epochs = job.config.frozen.epochs + job.config.finetune.epochs
     done = (epoch_in_phase - 1) * job.steps_per_epoch + sums.steps

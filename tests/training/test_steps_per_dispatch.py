@@ -78,6 +78,10 @@ def test_four_steps_per_dispatch_train_like_one(one_step, four_steps):
   assert one["test"]["accuracy"] == four["test"]["accuracy"]
   steps = [e["steps"] for e in four["timings"]["epochs"]]
   assert steps == [6, 6, 6]  # every epoch trained all its steps
+  # Each epoch is read at its checkpoint (step 5) and its end, or more often: a time per step
+  # between two reads (benchmarks/fixed_costs.py's steady_step_ms).
+  for summary in (one, four):
+    assert all(0 < e["read_step_ms"] < e["train_s"] * 1e3 for e in summary["timings"]["epochs"])
 
 
 def test_several_steps_per_dispatch_on_cpu_say_what_they_cost(one_step, four_steps):
