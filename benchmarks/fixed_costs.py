@@ -26,6 +26,22 @@ Per case, in a scratch JAXMED_CACHE whose datasets/ and weights/ point at the re
   pure_step_ms    per phase: the same compiled one-step program (steps_per_dispatch=1) called back
                   to back on the epoch's batches (host indices, as the loop passes them), one sync at the
                   end; median of 3 epochs' worth, in a process with the command line's allocator
+  steady_step_ms  per phase: median over the warm run's epochs of the epoch's median time per step
+                  between two consecutive reads of the loop (every 5 steps: the device runs the
+                  steps between them back to back), reads, progress and mid-epoch checkpoints
+                  included, each epoch's start left out (jaxmed.training.phase.read_step_ms);
+                  pure_steady_step_ms the same statistic of the back-to-back calls, timed when
+                  the same groups of steps are done (after all were dispatched). step_ms /
+                  pure_step_ms compares an epoch's mean with a median of 3 passes' means, and on
+                  a shared 2-core machine one burst of another process in the loop's single
+                  epoch moves it by 0.2-0.4 (2026-12-04); medians of 5-step groups on both sides
+                  compare like with like and move less
+  in_process_step_ms  per phase: jaxmed's loop itself (Phase._train_epoch, its epoch end left out:
+                  validation, metrics, checkpoint) on the same program in the pure-step process,
+                  epochs of it alternating with the pure passes; in_process_step_ratio the median
+                  of each epoch's ms per step over the pure pass just before it. Paired within
+                  seconds, it shows the loop's own per-step cost apart from the noise between
+                  processes (not the background threads of a real run, which step_ratio holds)
   val_ms          one validation pass alone (the phase's compiled eval program, warm), median of 3
   epoch_boundary_s  per phase: median over the warm run's epochs of end of last step -> start of
                   the next epoch's first step (validation, metrics, checkpoint included)
@@ -135,44 +151,78 @@ def pure_steps(config: str, overrides: list[str], cache: Path) -> dict:
   return json.loads(out.strip().splitlines()[-1])
 
 
-def measure_pure(config_name: str, overrides: list[str]) -> dict:
-  """In this process: each phase's one-step program back to back, and a validation pass."""
+def _pure_pass(phase, batches) -> tuple:
+  """One epoch's batches through the one-step program back to back, one sync at the end:
+  (ms per step, the dispatching thread's CPU ms per step, the steady ms per step)."""
   import jax
   import numpy as np
+  from jaxmed.training.phase import read_step_ms
+  t, cpu = time.perf_counter(), time.thread_time()
+  metrics = []
+  for batch in batches:
+    phase.state, m = phase.train_step(phase.state, *batch, np.float32(1.0))
+    metrics.append(m)
+  marks = []  # when the steps the loop reads together are done: every 5th, and the last
+  for end in sorted({*range(5, len(batches) + 1, 5), len(batches)}):
+    jax.block_until_ready(metrics[end - 1])  # all dispatched already: the waits delay none
+    marks.append((end, time.perf_counter()))
+  jax.block_until_ready(phase.state)
+  return ((time.perf_counter() - t) / len(batches) * 1e3,
+          (time.thread_time() - cpu) / len(batches) * 1e3, read_step_ms(marks))
+
+
+def _loop_epoch(phase) -> float:
+  """One epoch of jaxmed's own loop (Phase._train_epoch: host indices, dispatches, reads every 5
+  steps, NaN checks, progress) on the same program, its end (validation, metrics, checkpoint)
+  left out; ms per step."""
+  phase._end_epoch = lambda *args: None
+  before = phase.job.timings["train_s"]
+  phase._train_epoch(1)
+  return (phase.job.timings["train_s"] - before) / phase.job.steps_per_epoch * 1e3
+
+
+def measure_pure(config_name: str, overrides: list[str]) -> dict:
+  """In this process: each phase's one-step program back to back, alternating with epochs of
+  jaxmed's loop on it (the same seconds of a noisy machine for both), and a validation pass."""
+  import io
+  import jax
   from jaxmed.runtime.cli import parse_config_flags
+  from jaxmed.runtime.progress import Progress
   from jaxmed.training import loop
   from jaxmed.training.job import prepare_job
   from jaxmed.training.phase import PHASES, Phase, Position
   config = parse_config_flags(["--config", config_name, *overrides], "fixed_costs").config
   if "steps_per_dispatch" in config.train:
     config.train.steps_per_dispatch = "1"
+  config.train.checkpoint_every_steps = 0  # none falls inside these cases' epochs anyway
   loop.enable_compilation_cache()
   job = prepare_job(config)
+  # As after the run's first step: no background compiles start, no extra wait is timed.
+  job.timings.update(first_step_s=0.0, phase_first_step_s={p: 0.0 for p in PHASES})
   result = {}
   for index, name in enumerate(p for p in PHASES if config[p].epochs > 0):
     phase = Phase(job, name, index, Position(), jax.random.PRNGKey(0), None, None, None, None)
     phase._compile()
+    phase.progress = Progress(job.steps_per_epoch, job.batch_size, stream=io.StringIO())
     batches = list(phase.feed.train_batches(1))
-    state = phase.state
-    for batch in batches[:3]:  # warm-up
-      state, m = phase.train_step(state, *batch, np.float32(1.0))
-    jax.block_until_ready(state)
-    times, host = [], []
+    _pure_pass(phase, batches[:3])  # warm-up
+    passes, in_loop = [], []
     for _ in range(3):
-      t, cpu = time.perf_counter(), time.thread_time()
-      for batch in batches:
-        state, m = phase.train_step(state, *batch, np.float32(1.0))
-      jax.block_until_ready((state, m))
-      times.append((time.perf_counter() - t) / len(batches) * 1e3)
-      host.append((time.thread_time() - cpu) / len(batches) * 1e3)
+      passes.append(_pure_pass(phase, batches))
+      in_loop.append(_loop_epoch(phase))
+    times, host, steady = zip(*passes)
     val = []
     for _ in range(3):
       t = time.perf_counter()
-      job.evaluate("val", state.params, state.batch_stats, phase.feed, phase.eval_step)
+      job.evaluate("val", phase.state.params, phase.state.batch_stats, phase.feed, phase.eval_step)
       val.append((time.perf_counter() - t) * 1e3)
     result[name] = {"pure_step_ms": statistics.median(times), "val_ms": statistics.median(val),
-                    "pure_host_ms": statistics.median(host), "steps_per_epoch": job.steps_per_epoch}
-    job.params, job.batch_stats = state.params, state.batch_stats
+                    "pure_steady_step_ms": statistics.median(steady),
+                    "pure_host_ms": statistics.median(host), "steps_per_epoch": job.steps_per_epoch,
+                    "in_process_step_ms": statistics.median(in_loop),
+                    "in_process_step_ratio": statistics.median(
+                        l / p for l, p in zip(in_loop, times))}
+    job.params, job.batch_stats = phase.state.params, phase.state.batch_stats
   return result
 
 
@@ -208,6 +258,15 @@ def records_for(case: str, config: str, overrides, cold: dict, warm: dict, pure:
              (f"val_ms[{phase}]", p["val_ms"], "ms")]
     if boundaries:
       rows.append((f"epoch_boundary_s[{phase}]", statistics.median(boundaries), "s"))
+    if "in_process_step_ms" in p:
+      rows += [(f"in_process_step_ms[{phase}]", p["in_process_step_ms"], "ms"),
+               (f"in_process_step_ratio[{phase}]", p["in_process_step_ratio"], "x")]
+    steady = [e["read_step_ms"] for e in epochs if e.get("read_step_ms") is not None]
+    if steady and "pure_steady_step_ms" in p:  # the same statistic on both sides: see the docstring
+      rows += [(f"steady_step_ms[{phase}]", statistics.median(steady), "ms"),
+               (f"pure_steady_step_ms[{phase}]", p["pure_steady_step_ms"], "ms"),
+               (f"steady_step_ratio[{phase}]", statistics.median(steady) / p["pure_steady_step_ms"],
+                "x")]
     host = [e["host_cpu_s"] / e["steps"] * 1e3 for e in epochs if "host_cpu_s" in e]
     if host and "pure_host_ms" in p:  # CPU time of the thread that dispatches: no waits in it
       rows += [(f"host_ms[{phase}]", statistics.median(host), "ms"),
