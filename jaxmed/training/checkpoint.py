@@ -25,6 +25,30 @@ def _names(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
 
 
+_LAYOUTS: dict = {}  # tree structure -> [name, dtype, shape] per leaf; a run saves 2-4 structures
+
+
+def _layout(tree) -> tuple[list, list]:
+  """The tree's leaves and, per leaf, [path, dtype name, shape]: computed once per structure,
+  because naming ~600 leaves took 4-7 ms of each save (numpy's dtype.name is slow)."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  key = (treedef, tuple((type(x), getattr(x, "dtype", None), getattr(x, "shape", None))
+                        for x in leaves))
+  try:
+    return leaves, _LAYOUTS[key]
+  except (KeyError, TypeError):  # TypeError: a structure whose static fields cannot be hashed
+    pass
+  layout = [["/".join(_names(path)), np.asarray(leaf).dtype.name, list(np.shape(leaf))]
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  try:
+    _LAYOUTS[key] = layout
+    while len(_LAYOUTS) > 8:  # the key holds the train state's static fields (apply_fn, tx)
+      del _LAYOUTS[next(iter(_LAYOUTS))]
+  except TypeError:
+    pass
+  return leaves, layout
+
+
 def pack(tree) -> tuple[dict, list]:
   """The tree's leaves as one flat numpy array per dtype, and the layout to unpack them.
 
@@ -32,11 +56,11 @@ def pack(tree) -> tuple[dict, list]:
   the device buffers), and a handful of arrays instead of hundreds: orbax's cost per save grows
   with the number of arrays (measured 2026-12-02: 170-350 ms of CPU per save of 300 small arrays,
   which on a 2-core machine slowed the next epoch's steps)."""
-  parts, layout = {}, []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    array = np.asarray(leaf)  # a view of a CPU device buffer; the concatenation below copies
-    parts.setdefault(array.dtype.name, []).append(array.reshape(-1))
-    layout.append(["/".join(_names(path)), array.dtype.name, list(array.shape)])
+  leaves, layout = _layout(tree)
+  parts = {}
+  for leaf, (_, dtype, _) in zip(leaves, layout):
+    # a view of a CPU device buffer (a copy from an accelerator); the concatenation copies
+    parts.setdefault(dtype, []).append(np.asarray(leaf).reshape(-1))
   return {dtype: np.concatenate(arrays) for dtype, arrays in parts.items()}, layout
 
 
@@ -72,6 +96,16 @@ class _ReadOnlyNotice(logging.Filter):
     return not record.getMessage().startswith("Given directory is read only")
 
 
+def _arrays_uncopied():
+  """orbax's type handlers, except that numpy arrays are written as given, not deep-copied first:
+  pack() hands orbax arrays that only it holds, and the copy took 20 ms of a save's main-thread
+  time for the demo's 29 MB state (benchmarks/checkpoint_save.py, 2-core AMD EPYC, 2026-12-04)."""
+  th = orbax().type_handlers
+  return th.create_type_handler_registry(*[
+      (ty, th.NumpyHandler(deepcopy_host_arrays=False) if ty is np.ndarray else th.get_type_handler(ty))
+      for ty in th.supported_types()])
+
+
 def _item_handlers(barriers) -> dict:
   # Stored uncompressed: orbax's default zstd took 54 of a save's 114 ms of CPU for the demo's
   # 29 MB fine-tuning state (benchmarks/checkpoint_save.py, 2-core AMD EPYC, 2026-12-04) to save
@@ -79,7 +113,8 @@ def _item_handlers(barriers) -> dict:
   # Readers take both (tensorstore reads the codec from the array's metadata).
   ocp = orbax()
   return {"state": ocp.PyTreeCheckpointHandler(use_compression=False,
-                                               multiprocessing_options=barriers),
+                                               multiprocessing_options=barriers,
+                                               type_handler_registry=_arrays_uncopied()),
           "meta": ocp.JsonCheckpointHandler(multiprocessing_options=barriers)}
 
 
