@@ -1,5 +1,7 @@
 """What one checkpoint save costs the CPU: orbax's default (StandardSave, zstd-compressed arrays,
-what jaxmed wrote until 2026-12-04) against jaxmed's Checkpoints (uncompressed PyTree items).
+what jaxmed wrote until 2026-12-04) against jaxmed's Checkpoints (uncompressed PyTree items), and
+jaxmed's save before its last change (orbax deep-copying the packed arrays, every leaf named again
+at each save).
 
   python benchmarks/checkpoint_save.py [--arch mobilenet_v2] [--image-size 64] [--saves 8] [--json FILE]
 
@@ -7,7 +9,8 @@ The state saved is a fine-tuning TrainState's size and layout for the architectu
 MobileNetV2, 4 classes): the model's initial parameters and BatchNorm statistics, plus two
 Adam-moment trees of the parameters' shapes filled with small random floats, as after some
 training (zero moments, as tx.init leaves them, would compress to nothing and flatter zstd).
-Saves of the two writers alternate; per writer the median over --saves of:
+The writers' saves alternate, their order rotating from one round to the next (so that no writer
+always follows the same one); per writer the median over --saves of:
   call_ms   the save() call (the part the training loop waits for)
   total_ms  to the end of the background write (wait_until_finished)
   cpu_ms    the process's CPU time (all threads) over the same span: what steps running meanwhile
@@ -75,6 +78,37 @@ class OrbaxDefault:
     self.manager.wait_until_finished()
 
 
+class JaxmedCopying:
+  """jaxmed's save from 2026-12-04 morning to night: uncompressed PyTree items through orbax's
+  default type handlers, which deep-copy every numpy array before the background write, and the
+  leaves' names, dtypes and shapes worked out at every save."""
+
+  def __init__(self, root: Path):
+    import orbax.checkpoint as ocp
+    self.ocp, self.root = ocp, root
+    self.manager = ocp.CheckpointManager(
+        root, options=ocp.CheckpointManagerOptions(max_to_keep=1),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(use_compression=False),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+  def save(self, step: int, state):
+    import jax
+    import numpy as np
+    from jaxmed.training import checkpoint
+    parts, layout = {}, []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+      array = np.asarray(leaf)
+      parts.setdefault(array.dtype.name, []).append(array.reshape(-1))
+      layout.append(["/".join(checkpoint._names(path)), array.dtype.name, list(array.shape)])
+    packed = {dtype: np.concatenate(arrays) for dtype, arrays in parts.items()}
+    self.manager.save(step, args=self.ocp.args.Composite(
+        state=self.ocp.args.PyTreeSave(packed),
+        meta=self.ocp.args.JsonSave({"epoch": step, "best_value": None, "layout": layout})))
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+
 class Jaxmed:
   """jaxmed's Checkpoints.save_latest as it is."""
 
@@ -92,8 +126,10 @@ class Jaxmed:
 
 def measure(writers: dict, state, saves: int) -> dict:
   times = {name: {"call_ms": [], "total_ms": [], "cpu_ms": []} for name in writers}
+  names = list(writers)
   for step in range(1, saves + 1):
-    for name, writer in writers.items():
+    for name in names[step % len(names):] + names[:step % len(names)]:
+      writer = writers[name]
       cpu, t0 = _cpu_s(), time.perf_counter()
       writer.save(step, state)
       t1 = time.perf_counter()
@@ -120,9 +156,11 @@ def main():
   state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / 1e6
   with tempfile.TemporaryDirectory(prefix="checkpoint_save_") as tmp:
     writers = {"orbax_default_zstd": OrbaxDefault(Path(tmp) / "default"),
+               "jaxmed_copying": JaxmedCopying(Path(tmp) / "copying"),
                "jaxmed_uncompressed": Jaxmed(Path(tmp) / "jaxmed")}
-    writers["jaxmed_uncompressed"].save(0, state)  # imports and first-save set-up, untimed
-    writers["jaxmed_uncompressed"].wait()
+    for writer in writers.values():  # imports and first-save set-up, untimed
+      writer.save(0, state)
+      writer.wait()
     results = measure(writers, state, args.saves)
     shutil.rmtree(tmp, ignore_errors=True)
   context = {"machine": cpu_model(), "cores": os.cpu_count(), "versions": run_info.versions(),
