@@ -36,7 +36,7 @@ def _layout(tree) -> tuple[list, list]:
                         for x in leaves))
   try:
     return leaves, _LAYOUTS[key]
-  except (KeyError, TypeError):  # TypeError: a structure whose static fields cannot be hashed
+  except Exception:  # not seen yet, or static fields that cannot be hashed or compared (arrays)
     pass
   layout = [["/".join(_names(path)), np.asarray(leaf).dtype.name, list(np.shape(leaf))]
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
@@ -44,7 +44,7 @@ def _layout(tree) -> tuple[list, list]:
     _LAYOUTS[key] = layout
     while len(_LAYOUTS) > 8:  # the key holds the train state's static fields (apply_fn, tx)
       del _LAYOUTS[next(iter(_LAYOUTS))]
-  except TypeError:
+  except Exception:  # (as above) worked out again at each save
     pass
   return leaves, layout
 

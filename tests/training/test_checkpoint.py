@@ -192,3 +192,25 @@ def test_the_layout_is_reused_only_for_the_same_structure_dtypes_and_shapes():
     for name, value in other.items():
       assert leaves[name].dtype == value.dtype and leaves[name].shape == value.shape
       np.testing.assert_array_equal(leaves[name].astype(np.float32), np.asarray(value, np.float32))
+
+
+class _Tagged:
+  """A pytree node with an array as static data, as a user's state may have: JAX raises when
+  it compares two such structures, so the layout cannot be looked up by structure."""
+
+  def __init__(self, value, tags):
+    self.value, self.tags = value, tags
+
+
+jax.tree_util.register_pytree_node(
+    _Tagged, lambda t: ((t.value,), t.tags), lambda tags, children: _Tagged(children[0], tags))
+
+
+def test_a_state_whose_structure_cannot_be_compared_still_packs():
+  for _ in range(2):  # the second lookup compares two structures (equal arrays, other objects)
+    tree = {"w": _Tagged(jnp.arange(4, dtype=jnp.float32), np.arange(3)),
+            "n": jnp.ones((2,), jnp.int32)}
+    packed, layout = checkpoint.pack(tree)
+    leaves = checkpoint.unpack(packed, layout)
+    np.testing.assert_array_equal(leaves["w/0"], np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(leaves["n"], np.ones((2,), np.int32))
