@@ -159,11 +159,11 @@ def test_a_compressed_checkpoint_of_an_earlier_version_resumes(tmp_path):
 
 
 def test_a_state_changed_while_its_checkpoint_is_written_is_saved_as_it_was(tmp_path):
-  """orbax is told not to copy the arrays it writes in the background (the copy took 20 ms of
-  each save's main-thread time): that is safe only because pack() hands it arrays that nothing
-  else holds. The next step reuses the state's buffers at once; here the leaves, host arrays of
-  which np.asarray gives views, are overwritten right after save_latest returns, including a
-  dtype with a single leaf (concatenating one array must still copy)."""
+  """orbax is told not to copy the arrays it writes in the background (a copy of the whole state
+  at each save): that is safe only because pack() hands it arrays that nothing else holds. The
+  next step reuses the state's buffers at once; here the leaves, host arrays of which np.asarray
+  gives views, are overwritten right after save_latest returns, including a dtype with a single
+  leaf (concatenating one array must still copy)."""
   state = {"w": np.arange(2**16, dtype=np.float32), "b": np.ones((3, 4), np.float32),
            "step": np.array(7, np.int32)}
   original = {k: v.copy() for k, v in state.items()}
