@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,11 +40,9 @@ def _instrument(variant: str):
     return note_start(self)
 
   def end(self, *args):
-    steps_before, before, per_step = 0, self.epoch_started, []
-    for steps, at in self.read_marks:
-      per_step.append((at - before) * 1e3 / max(1, steps - steps_before))
-      steps_before, before = steps, at
-    epochs.append([self.name, per_step[0], statistics.median(per_step[1:] or per_step)])
+    steps, at = self.read_marks[0]
+    first = (at - self.epoch_started) * 1e3 / steps
+    epochs.append([self.name, first, phase.read_step_ms(self.read_marks) or first])
     return end_epoch(self, *args)
 
   phase.Phase._note_epoch_start, phase.Phase._end_epoch = note, end
